@@ -1,0 +1,28 @@
+"""piagent: a small, fast agent server for Raspberry Pi class hardware, in front of a local LLM."""
+
+from __future__ import annotations
+
+__version__ = "0.5.0"
+
+from piagent.agents import Agent, Agents, load_agents
+from piagent.app import create_app
+from piagent.chat import ChatService
+from piagent.exceptions import PiagentError
+from piagent.memory import InMemoryStore, MemoryStore, Turn
+from piagent.providers.ollama import OllamaProvider
+from piagent.settings import Settings
+
+__all__ = [
+    "Agent",
+    "Agents",
+    "ChatService",
+    "InMemoryStore",
+    "MemoryStore",
+    "OllamaProvider",
+    "PiagentError",
+    "Settings",
+    "Turn",
+    "__version__",
+    "create_app",
+    "load_agents",
+]

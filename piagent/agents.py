@@ -1,0 +1,138 @@
+"""Agents: one prompt file each, read once at start-up into a registry looked up by name."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+
+from piagent.exceptions import AgentDefinitionError, AgentNotFound, SettingsError
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+_SUFFIXES = (".md", ".txt")
+OptionValue = float | int | bool | str | list[str]
+
+
+class Agent(msgspec.Struct, frozen=True, kw_only=True):
+    """A named system prompt with its model, sampling options and memory depth."""
+
+    name: str
+    description: str
+    model: str
+    system_prompt: str
+    options: dict[str, OptionValue]
+    max_turns: int
+
+
+class _FrontMatter(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    description: str = ""
+    model: str | None = None
+    max_turns: Annotated[int, msgspec.Meta(ge=2, le=1000)] | None = None
+    options: dict[str, OptionValue] = {}
+
+
+class Agents(Mapping[str, Agent]):
+    """The read-only registry of agents, with the default agent's name."""
+
+    def __init__(self, agents: dict[str, Agent], default: str) -> None:
+        if default not in agents:
+            known = ", ".join(sorted(agents))
+            raise SettingsError(f"PIAGENT_DEFAULT_AGENT={default!r} is not allowed: expected one of {known}")
+        self._agents = agents
+        self.default = default
+
+    def __getitem__(self, name: str) -> Agent:
+        return self._agents[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._agents)
+
+    def __len__(self) -> int:
+        return len(self._agents)
+
+    def resolve(self, name: str | None) -> Agent:
+        """The agent called `name` (the default for None), or `AgentNotFound` listing the known ones."""
+        agent = self._agents.get(self.default if name is None else name)
+        if agent is None:
+            raise AgentNotFound(f"no agent named {name!r}; known agents: {', '.join(sorted(self._agents))}")
+        return agent
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return text
+
+
+def _split_front_matter(text: str, path: Path) -> tuple[dict[str, Any], str]:
+    """Split a `---` block of `key: value` lines (and an indented `options:` block) from the prompt."""
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != "---":
+        return {}, text.strip()
+    try:
+        end = next(i for i in range(1, len(lines)) if lines[i].strip() == "---")
+    except StopIteration:
+        raise AgentDefinitionError(f"{path}: the front matter opened by '---' is never closed") from None
+    meta: dict[str, Any] = {}
+    nested: dict[str, Any] | None = None
+    for number, line in enumerate(lines[1:end], start=2):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        key, sep, value = line.strip().partition(":")
+        if not sep or not key.strip():
+            raise AgentDefinitionError(f"{path}:{number}: expected 'key: value', got {line.strip()!r}")
+        key, value = key.strip(), value.strip()
+        if line[0].isspace():
+            if nested is None:
+                raise AgentDefinitionError(f"{path}:{number}: indented line outside a block")
+            nested[key] = _parse_value(value)
+        elif not value:
+            nested = meta[key] = {}
+        else:
+            nested = None
+            meta[key] = _parse_value(value) if key != "description" else value
+    return meta, "\n".join(lines[end + 1 :]).strip()
+
+
+def load_agent(path: Path, default_model: str, default_max_turns: int) -> Agent:
+    """Read one prompt file into an Agent; any problem raises `AgentDefinitionError` naming the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AgentDefinitionError(f"{path}: cannot be read: {exc}") from exc
+    raw, prompt = _split_front_matter(text, path)
+    try:
+        meta = msgspec.convert(raw, _FrontMatter)
+    except msgspec.ValidationError as exc:
+        raise AgentDefinitionError(f"{path}: front matter: {exc}") from exc
+    return Agent(
+        name=path.stem,
+        description=meta.description,
+        model=meta.model or default_model,
+        system_prompt=prompt,
+        options=meta.options,
+        max_turns=min(meta.max_turns or default_max_turns, default_max_turns),
+    )
+
+
+def load_agents(prompts_dir: str | Path, default: str, default_model: str, default_max_turns: int) -> Agents:
+    """Every `<name>.md` / `<name>.txt` in `prompts_dir` as an agent; names are `[a-z0-9][a-z0-9_-]*`."""
+    folder = Path(prompts_dir)
+    if not folder.is_dir():
+        raise SettingsError(f"PIAGENT_PROMPTS_DIR={str(prompts_dir)!r} is not allowed: expected a folder of agents")
+    agents: dict[str, Agent] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix not in _SUFFIXES or path.name.startswith("."):
+            continue
+        if not _NAME.fullmatch(path.stem):
+            raise AgentDefinitionError(f"{path}: agent names are lowercase letters, digits, '-' and '_'")
+        if path.stem in agents:
+            raise AgentDefinitionError(f"{path}: a second file for agent {path.stem!r}")
+        agents[path.stem] = load_agent(path, default_model, default_max_turns)
+    if not agents:
+        raise SettingsError(f"PIAGENT_PROMPTS_DIR={str(prompts_dir)!r} is not allowed: it holds no .md or .txt agent")
+    return Agents(agents, default)

@@ -1,0 +1,96 @@
+"""The app factory: builds piagent from a Settings value; its lifespan owns what it opens."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+
+from piagent.agents import Agents, load_agents
+from piagent.chat import ChatService
+from piagent.exceptions import PiagentError
+from piagent.memory import InMemoryStore
+from piagent.providers.ollama import OllamaProvider
+from piagent.responses import handle_piagent_error
+from piagent.routes import STATE_KEY, Runtime, build_agent_list, build_routes, handle_http_exception, handle_unexpected
+from piagent.settings import Settings
+
+Lifespan = Callable[[Starlette], Any]
+
+
+def _lifespan(
+    settings: Settings, agents: Agents, transport: httpx.AsyncBaseTransport | None, clock: Callable[[], float]
+) -> Lifespan:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
+        limits = httpx.Limits(
+            max_connections=settings.max_connections, max_keepalive_connections=settings.max_connections
+        )
+        # trust_env=False: a proxy from HTTP_PROXY must never sit between piagent and a local model.
+        # verify only for https: loading the CA bundle costs start-up time a plain-http upstream never uses.
+        async with httpx.AsyncClient(
+            timeout=timeout,
+            limits=limits,
+            transport=transport,
+            trust_env=False,
+            verify=settings.ollama_url.startswith("https:"),
+        ) as client:
+            store = (
+                InMemoryStore(settings.memory_ttl, settings.memory_max_conversations, clock)
+                if settings.memory_enabled
+                else None
+            )
+            try:
+                provider = OllamaProvider(client, settings.ollama_url, settings.keep_alive, settings.max_line_bytes)
+                chat = ChatService(agents, provider, store, log_content=settings.log_content, clock=clock)
+                yield {STATE_KEY: Runtime(settings, agents, chat, store, provider, build_agent_list(agents))}
+            finally:
+                if store is not None:
+                    await store.aclose()
+
+    return lifespan
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Starlette:
+    """Build the piagent ASGI app. Agents are read here, so a bad prompt file stops start-up at once.
+
+    `transport` replaces the upstream HTTP transport (tests); `clock` is the wall clock memory uses.
+    Mounted inside another app, run `app.router.lifespan_context` from the host's lifespan.
+    """
+    settings = Settings.from_env() if settings is None else settings
+    agents = load_agents(settings.prompts_dir, settings.default_agent, settings.model, settings.memory_max_turns)
+    middleware = []
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "POST", "DELETE"],
+                allow_headers=["Authorization", "Content-Type", "Accept"],
+                expose_headers=["X-Conversation-Id"],
+                allow_credentials=False,
+            )
+        )
+    return Starlette(
+        routes=build_routes(),
+        middleware=middleware,
+        exception_handlers={
+            PiagentError: handle_piagent_error,
+            HTTPException: handle_http_exception,
+            Exception: handle_unexpected,
+        },
+        lifespan=_lifespan(settings, agents, transport, clock),
+    )

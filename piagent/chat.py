@@ -1,0 +1,139 @@
+"""The chat service: agent, memory and prompt around one provider call; knows nothing of HTTP."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import AsyncGenerator, Callable
+from typing import Any
+
+import anyio
+
+from piagent.agents import Agent, Agents
+from piagent.memory import ASSISTANT, USER, MemoryStore, Turn
+from piagent.providers.base import Completion, Message, Provider
+from piagent.schemas import ChatRequest, ChatResponse, Usage
+
+logger = logging.getLogger("piagent.chat")
+
+
+def new_conversation_id() -> str:
+    """A random, unguessable conversation id (128 bits, URL-safe)."""
+    return secrets.token_urlsafe(16)
+
+
+class PreparedChat:
+    """Everything one provider call needs, resolved before any byte goes upstream."""
+
+    __slots__ = ("agent", "conversation_id", "message", "messages", "options", "owner")
+
+    def __init__(
+        self,
+        agent: Agent,
+        conversation_id: str,
+        owner: str,
+        message: str,
+        messages: list[Message],
+        options: dict[str, Any],
+    ) -> None:
+        self.agent = agent
+        self.conversation_id = conversation_id
+        self.owner = owner
+        self.message = message
+        self.messages = messages
+        self.options = options
+
+
+class ChatService:
+    """Runs chats: builds the message list from the agent and history, relays the reply, remembers it."""
+
+    def __init__(
+        self,
+        agents: Agents,
+        provider: Provider,
+        store: MemoryStore | None,
+        *,
+        log_content: bool = False,
+        clock: Callable[[], float] = time.time,
+        new_id: Callable[[], str] = new_conversation_id,
+    ) -> None:
+        self.agents = agents
+        self.provider = provider
+        self.store = store
+        self._log_content = log_content
+        self._clock = clock
+        self._new_id = new_id
+
+    async def prepare(self, request: ChatRequest, owner: str = "") -> PreparedChat:
+        """Resolve the agent, load the history and build the messages; raises before anything is sent."""
+        agent = self.agents.resolve(request.agent)
+        conversation_id = request.conversation_id or self._new_id()
+        history: list[Turn] = []
+        if self.store is not None and request.conversation_id is not None:
+            history = await self.store.history(conversation_id, owner, agent.max_turns)
+        messages = [Message("system", agent.system_prompt)] if agent.system_prompt else []
+        messages.extend(Message(turn.role, turn.text) for turn in history)
+        messages.append(Message(USER, request.message))
+        options = dict(agent.options)
+        if request.options is not None:
+            for field in request.options.__struct_fields__:
+                value = getattr(request.options, field)
+                if value is not None:
+                    options[field] = value
+        if self._log_content:
+            logger.debug("conversation %s: user: %s", conversation_id, request.message)
+        return PreparedChat(agent, conversation_id, owner, request.message, messages, options)
+
+    async def stream(self, chat: PreparedChat) -> AsyncGenerator[str | ChatResponse, None]:
+        """Yield the reply's text pieces, then the whole `ChatResponse`.
+
+        The exchange is remembered when generation produced anything: in full when it completed, as
+        a partial reply marked interrupted when the client left or the upstream failed midway. A
+        failure before the first piece leaves the conversation as it was.
+        """
+        parts: list[str] = []
+        completion: Completion | None = None
+        try:
+            async for item in self.provider.stream_chat(chat.agent.model, chat.messages, chat.options):
+                if type(item) is str:
+                    parts.append(item)
+                    yield item
+                else:
+                    assert isinstance(item, Completion)
+                    completion = item
+            reply = "".join(parts)
+            assert completion is not None
+            await self._remember(chat, reply, interrupted=False)
+            usage = Usage(completion.prompt_tokens, completion.completion_tokens)
+            yield ChatResponse(
+                chat.conversation_id, chat.agent.name, chat.agent.model, reply, completion.done_reason, usage
+            )
+        finally:
+            if completion is None and parts:
+                await self._remember(chat, "".join(parts), interrupted=True)
+
+    async def complete(self, chat: PreparedChat) -> ChatResponse:
+        """The whole reply at once (streamed from upstream all the same, so one code path serves both)."""
+        replies = self.stream(chat)
+        try:
+            async for item in replies:
+                if type(item) is ChatResponse:
+                    return item
+        finally:
+            await replies.aclose()
+        raise AssertionError("the reply stream ended without its ChatResponse")
+
+    async def _remember(self, chat: PreparedChat, reply: str, interrupted: bool) -> None:
+        if self._log_content:
+            logger.debug(
+                "conversation %s: %s%s: %s", chat.conversation_id, ASSISTANT, " (interrupted)" * interrupted, reply
+            )
+        if self.store is None:
+            return
+        now = self._clock()
+        turns = (Turn(USER, chat.message, now), Turn(ASSISTANT, reply, now, interrupted))
+        # Shielded: this also runs while the request is being cancelled (the client left), and a
+        # cancelled await here would lose the exchange.
+        with anyio.CancelScope(shield=True):
+            await self.store.append(chat.conversation_id, chat.owner, turns, chat.agent.max_turns)

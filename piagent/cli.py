@@ -1,0 +1,78 @@
+"""The `piagent` command: serve (the default), list the agents, show the configuration."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from piagent.exceptions import PiagentError
+from piagent.settings import Settings
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    """uvicorn's own logging set-up, with piagent's loggers printed the same way."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["piagent"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    return config
+
+
+def serve(settings: Settings) -> int:
+    """Run piagent under uvicorn (httptools and uvloop when installed) until interrupted."""
+    import uvicorn
+
+    from piagent.app import create_app
+
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=settings.access_log,
+        log_config=_log_config(settings.log_level),
+        server_header=False,
+    )
+    return 0
+
+
+def list_agents(settings: Settings) -> int:
+    """Print each agent with its model and description."""
+    from piagent.agents import load_agents
+
+    agents = load_agents(settings.prompts_dir, settings.default_agent, settings.model, settings.memory_max_turns)
+    width = max(len(name) for name in agents)
+    for agent in agents.values():
+        default = " (default)" if agent.name == agents.default else ""
+        print(f"{agent.name:<{width}}  {agent.model:<20}  {agent.description}{default}")
+    return 0
+
+
+def show_config(settings: Settings) -> int:
+    """Print every setting as it was resolved from config.env and the environment."""
+    for key, value in settings.describe():
+        print(f"{key}={value}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `piagent` and `python -m piagent`."""
+    parser = argparse.ArgumentParser(prog="piagent", description="A small, fast agent server in front of a local LLM.")
+    parser.add_argument(
+        "command",
+        nargs="?",
+        default="serve",
+        choices=("serve", "agents", "config"),
+        help="serve (default): run the server; agents: list the agents; config: print the settings",
+    )
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        return {"serve": serve, "agents": list_agents, "config": show_config}[args.command](settings)
+    except PiagentError as exc:
+        print(f"piagent: {exc.message}", file=sys.stderr)
+        return 2

@@ -1,0 +1,130 @@
+"""Every error piagent raises on purpose, each with a stable code and the HTTP status it maps to.
+
+One handler registered for `PiagentError` turns any of them into
+`{"error": {"code": ..., "message": ...}}` with the right status; Starlette finds it along the MRO.
+
+    PiagentError
+    ├── SettingsError ............... start-up: a wrong configuration value (never served)
+    ├── AgentDefinitionError ........ start-up: a prompt file that does not parse (never served)
+    ├── RequestError
+    │   ├── InvalidJSON ............. 400
+    │   ├── NotFound ................ 404 (unknown route)
+    │   ├── MethodNotAllowed ........ 405
+    │   ├── PayloadTooLarge ......... 413
+    │   ├── UnsupportedMediaType .... 415
+    │   ├── ValidationFailed ........ 422 (names the field)
+    │   └── AgentNotFound ........... 404 (lists the known agents)
+    ├── UpstreamError ............... 502 (carries the upstream's own message)
+    │   ├── UpstreamUnavailable ..... 503
+    │   └── UpstreamTimeout ......... 504
+    └── NotStarted .................. 500 (the lifespan did not run, e.g. a mount without it)
+"""
+
+from __future__ import annotations
+
+
+class PiagentError(Exception):
+    """Base of every piagent error: a machine-readable code, an HTTP status and a message for people."""
+
+    code = "internal_error"
+    status_code = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class SettingsError(PiagentError):
+    """A configuration value is missing or not allowed; start-up stops with this one line."""
+
+    code = "invalid_setting"
+
+
+class AgentDefinitionError(PiagentError):
+    """A prompt file could not be read as an agent."""
+
+    code = "invalid_agent"
+
+
+class RequestError(PiagentError):
+    """The client sent something piagent cannot serve."""
+
+    code = "bad_request"
+    status_code = 400
+
+
+class InvalidJSON(RequestError):
+    """The body is not JSON."""
+
+    code = "invalid_json"
+    status_code = 400
+
+
+class NotFound(RequestError):
+    """No route has this path."""
+
+    code = "not_found"
+    status_code = 404
+
+
+class MethodNotAllowed(RequestError):
+    """The route exists but not for this method."""
+
+    code = "method_not_allowed"
+    status_code = 405
+
+
+class PayloadTooLarge(RequestError):
+    """The body is over the configured byte limit."""
+
+    code = "payload_too_large"
+    status_code = 413
+
+
+class UnsupportedMediaType(RequestError):
+    """The body is not declared as application/json."""
+
+    code = "unsupported_media_type"
+    status_code = 415
+
+
+class ValidationFailed(RequestError):
+    """A field has the wrong type or value; the message names the field."""
+
+    code = "validation_error"
+    status_code = 422
+
+
+class AgentNotFound(RequestError):
+    """The requested agent does not exist; the message lists the known ones."""
+
+    code = "agent_not_found"
+    status_code = 404
+
+
+class UpstreamError(PiagentError):
+    """The model server answered with an error, or with something that is not its protocol."""
+
+    code = "upstream_error"
+    status_code = 502
+
+
+class UpstreamUnavailable(UpstreamError):
+    """The model server could not be reached."""
+
+    code = "upstream_unavailable"
+    status_code = 503
+
+
+class UpstreamTimeout(UpstreamError):
+    """The model server did not answer in time."""
+
+    code = "upstream_timeout"
+    status_code = 504
+
+
+class NotStarted(PiagentError):
+    """A request arrived but the app's lifespan never ran, so nothing is open to serve it."""
+
+    code = "not_started"
+    status_code = 500

@@ -1,0 +1,1 @@
+"""Model servers piagent can talk to, behind the `Provider` protocol."""

@@ -1,0 +1,153 @@
+"""Ollama's native `/api/chat`, streamed as NDJSON over the shared httpx client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import httpx
+import msgspec
+
+from piagent.exceptions import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from piagent.providers.base import Completion, Message
+from piagent.providers.lines import iter_lines
+from piagent.schemas import UpstreamHealth
+
+# piagent's option names that Ollama spells differently; every other option passes through as-is.
+_OPTION_NAMES = {"max_tokens": "num_predict"}
+
+
+class _ChatBody(msgspec.Struct, omit_defaults=True):
+    model: str
+    messages: Sequence[Message]
+    stream: bool  # no default, so it is always sent
+    options: Mapping[str, Any] | None = None
+    keep_alive: str | float | None = None
+
+
+class _ChunkMessage(msgspec.Struct):
+    content: str = ""
+
+
+class _Chunk(msgspec.Struct):
+    """One NDJSON line; lenient, since Ollama adds fields between versions."""
+
+    message: _ChunkMessage | None = None
+    done: bool = False
+    done_reason: str | None = None
+    prompt_eval_count: int = 0
+    eval_count: int = 0
+    error: str | None = None
+
+
+class _ErrorBody(msgspec.Struct):
+    error: str = ""
+
+
+class _Version(msgspec.Struct):
+    version: str = ""
+
+
+def _keep_alive(text: str) -> str | float | None:
+    """Ollama reads a bare number as seconds but a string only as a Go duration ("10m"), so convert."""
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def translate_transport_error(exc: httpx.TransportError, upstream: str) -> UpstreamError:
+    """The piagent error for an httpx failure talking to `upstream` (never naming its URL)."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return UpstreamUnavailable(f"{upstream} did not accept a connection in time")
+    if isinstance(exc, httpx.ConnectError):
+        return UpstreamUnavailable(f"{upstream} is unreachable (connection refused or no route); is it running?")
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamTimeout(f"{upstream} did not answer in time")
+    return UpstreamError(f"{upstream} broke the connection ({type(exc).__name__})")
+
+
+def _error_text(body: bytes) -> str:
+    try:
+        text = msgspec.json.decode(body, type=_ErrorBody).error
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        text = ""
+    return text or body[:200].decode("utf-8", "replace").strip() or "no error text"
+
+
+class OllamaProvider:
+    """Talks to one Ollama server; owns nothing but its encoder and decoders (the client is shared)."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        base_url: str,
+        keep_alive: str = "",
+        max_line_bytes: int = 1 << 20,
+        name: str = "ollama",
+    ) -> None:
+        self.name = name
+        self._client = client
+        self._chat_url = f"{base_url}/api/chat"
+        self._version_url = f"{base_url}/api/version"
+        self._keep_alive = _keep_alive(keep_alive)
+        self._max_line_bytes = max_line_bytes
+        self._encoder = msgspec.json.Encoder()
+        self._decoder = msgspec.json.Decoder(_Chunk)
+
+    def _body(self, model: str, messages: Sequence[Message], options: Mapping[str, Any]) -> bytes:
+        native = {_OPTION_NAMES.get(key, key): value for key, value in options.items()} if options else None
+        return self._encoder.encode(_ChatBody(model, messages, True, native, self._keep_alive))
+
+    async def stream_chat(
+        self, model: str, messages: Sequence[Message], options: Mapping[str, Any]
+    ) -> AsyncIterator[str | Completion]:
+        """Yield the reply's text pieces as Ollama generates them, then one `Completion`."""
+        body = self._body(model, messages, options)
+        headers = {"Content-Type": "application/json", "Accept": "application/x-ndjson"}
+        decode = self._decoder.decode
+        try:
+            async with self._client.stream("POST", self._chat_url, content=body, headers=headers) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise self._status_error(response.status_code, response.content)
+                async for line in iter_lines(response.aiter_bytes(), self._max_line_bytes, self.name):
+                    try:
+                        chunk = decode(line)
+                    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+                        raise UpstreamError(f"{self.name} sent a line that is not valid JSON: {exc}") from exc
+                    if chunk.error is not None:
+                        raise UpstreamError(f"{self.name}: {chunk.error}")
+                    if chunk.message is not None and chunk.message.content:
+                        yield chunk.message.content
+                    if chunk.done:
+                        yield Completion(chunk.done_reason, chunk.prompt_eval_count, chunk.eval_count)
+                        return
+        except httpx.TransportError as exc:
+            raise translate_transport_error(exc, self.name) from exc
+        raise UpstreamError(f"{self.name} ended the stream before the reply was done")
+
+    def _status_error(self, status: int, body: bytes) -> UpstreamError:
+        message = f"{self.name}: {_error_text(body)} (HTTP {status})"
+        if status == 503:
+            return UpstreamUnavailable(message)
+        return UpstreamError(message)
+
+    async def check(self) -> UpstreamHealth:
+        """Ask `/api/version`; never raises."""
+        try:
+            response = await self._client.get(self._version_url, timeout=5.0)
+        except httpx.TransportError as exc:
+            error = translate_transport_error(exc, self.name)
+            return UpstreamHealth(self.name, "unavailable", error=error.message)
+        if response.status_code != 200:
+            return UpstreamHealth(
+                self.name, "error", error=self._status_error(response.status_code, response.content).message
+            )
+        try:
+            version = msgspec.json.decode(response.content, type=_Version).version
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            return UpstreamHealth(self.name, "error", error=f"{self.name} answered /api/version with something else")
+        return UpstreamHealth(self.name, "ok", version=version or None)

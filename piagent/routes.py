@@ -1,0 +1,165 @@
+"""HTTP in, HTTP out: the endpoints, which only ever talk to the chat service."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import msgspec
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from piagent import __version__
+from piagent.agents import Agents
+from piagent.chat import ChatService
+from piagent.exceptions import (
+    InvalidJSON,
+    MethodNotAllowed,
+    NotFound,
+    NotStarted,
+    PayloadTooLarge,
+    PiagentError,
+    RequestError,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from piagent.memory import MemoryStore
+from piagent.providers.base import Provider
+from piagent.responses import JSONResponse, error_response
+from piagent.schemas import AgentInfo, AgentList, ChatRequest, ErrorDetail, Health
+from piagent.settings import Settings
+from piagent.streaming import ReplyStream, choose_format, until_disconnect
+
+STATE_KEY = "piagent"
+_CHAT_REQUEST = msgspec.json.Decoder(ChatRequest)
+
+
+class Runtime(NamedTuple):
+    """What the lifespan opened, handed to every request as lifespan state."""
+
+    settings: Settings
+    agents: Agents
+    chat: ChatService
+    store: MemoryStore | None
+    provider: Provider
+    agent_list: AgentList
+
+
+def build_agent_list(agents: Agents) -> AgentList:
+    """The `GET /agents` body; agents never change after start-up, so it is built once."""
+    return AgentList([AgentInfo(a.name, a.description, a.model) for a in agents.values()])
+
+
+def get_runtime(request: Request) -> Runtime:
+    """The lifespan's Runtime, or a clear error when the host never ran piagent's lifespan."""
+    runtime: Runtime | None = request.scope.get("state", {}).get(STATE_KEY)
+    if runtime is None:
+        raise NotStarted(
+            "piagent's lifespan has not run: when mounting piagent inside another app, "
+            "pass lifespan=piagent_app.router.lifespan_context to the host app (README: Embedding)"
+        )
+    return runtime
+
+
+async def read_json_body(request: Request, limit: int) -> bytes:
+    """The body, if declared as JSON (or not declared) and no longer than `limit` bytes."""
+    content_type = request.headers.get("content-type")
+    if content_type is not None:
+        media_type = content_type.partition(";")[0].strip().lower()
+        if media_type != "application/json" and not media_type.endswith("+json"):
+            raise UnsupportedMediaType(
+                f"expected Content-Type: application/json, got {media_type or 'nothing'!r} "
+                "(with curl: -H 'Content-Type: application/json')"
+            )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body is {declared} bytes; at most {limit} are allowed")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the body is over {limit} bytes, the most allowed")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def decode_chat_request(body: bytes, max_message_chars: int) -> ChatRequest:
+    """Decode and validate `POST /chat`; a 400 for JSON syntax, a 422 naming the field otherwise."""
+    try:
+        chat_request = _CHAT_REQUEST.decode(body)
+    except msgspec.ValidationError as exc:
+        raise ValidationFailed(str(exc)) from exc
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise InvalidJSON(f"the body is not valid JSON: {exc}") from exc
+    if len(chat_request.message) > max_message_chars:
+        raise ValidationFailed(
+            f"the message is {len(chat_request.message)} characters; at most {max_message_chars} "
+            "are allowed - at `$.message`"
+        )
+    return chat_request
+
+
+async def health(request: Request) -> Response:
+    """`GET /health`: the server is up; `?deep=1` also asks the model server (503 when it is down)."""
+    runtime = get_runtime(request)
+    deep = request.query_params.get("deep", "").lower() in ("1", "true", "yes")
+    upstream = await runtime.provider.check() if deep else None
+    conversations = await runtime.store.count() if runtime.store is not None else 0
+    if upstream is None or upstream.status == "ok":
+        body = Health("ok", __version__, len(runtime.agents), conversations, upstream)
+        return JSONResponse(body)
+    error = ErrorDetail("upstream_unavailable", upstream.error or f"{upstream.name} is not healthy")
+    body = Health("degraded", __version__, len(runtime.agents), conversations, upstream, error)
+    return JSONResponse(body, status_code=503)
+
+
+async def list_agents(request: Request) -> Response:
+    """`GET /agents`."""
+    return JSONResponse(get_runtime(request).agent_list)
+
+
+async def chat(request: Request) -> Response | ReplyStream:
+    """`POST /chat`: a whole reply as JSON, or streamed as plain text, SSE or NDJSON."""
+    runtime = get_runtime(request)
+    body = await read_json_body(request, runtime.settings.max_body_bytes)
+    chat_request = decode_chat_request(body, runtime.settings.max_message_chars)
+    prepared = await runtime.chat.prepare(chat_request)
+    if not chat_request.stream:
+        reply = await until_disconnect(request.receive, partial(runtime.chat.complete, prepared))
+        return JSONResponse(reply, headers={"X-Conversation-Id": prepared.conversation_id})
+    replies = runtime.chat.stream(prepared)
+    # The first item is awaited before any byte is sent, so a failure up to the first token still
+    # gets its real status code instead of a 200 with an error inside.
+    first = await until_disconnect(request.receive, replies.__anext__)
+    return ReplyStream(first, replies, choose_format(request.headers.get("accept", "")), prepared.conversation_id)
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 (and any other HTTPException) in piagent's error shape."""
+    assert isinstance(exc, HTTPException)
+    error: RequestError
+    if exc.status_code == 404:
+        error = NotFound(f"no route for {request.method} {request.url.path}")
+    elif exc.status_code == 405:
+        error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+    else:
+        error = RequestError(str(exc.detail))
+        error.status_code = exc.status_code
+    return error_response(error, headers=exc.headers)
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    """Anything unforeseen: a 500 in the usual shape, no traceback (the server log has it)."""
+    return error_response(PiagentError("piagent hit an unexpected error; the server log has the details"))
+
+
+def build_routes() -> list[Route]:
+    """Every endpoint piagent serves."""
+    return [
+        Route("/health", health, methods=["GET"]),
+        Route("/agents", list_agents, methods=["GET"]),
+        Route("/chat", chat, methods=["POST"]),
+    ]

@@ -1,0 +1,116 @@
+"""The wire bodies of piagent's own API, as msgspec Structs (requests strict, responses lean)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+ConversationId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+AgentName = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
+
+
+class ChatOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    """Sampling options a client may set per request; unset ones fall back to the agent's."""
+
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    seed: int | None = None
+    stop: list[Annotated[str, msgspec.Meta(min_length=1, max_length=200)]] | None = None
+
+
+class ChatRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """`POST /chat`: one user message to an agent, in a conversation or a new one."""
+
+    message: Annotated[str, msgspec.Meta(min_length=1)]
+    agent: AgentName | None = None
+    conversation_id: ConversationId | None = None
+    stream: bool = False
+    options: ChatOptions | None = None
+
+
+class Usage(msgspec.Struct):
+    """Token counts as the model server reported them (0 when it did not)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class ChatResponse(msgspec.Struct, omit_defaults=True):
+    """The non-streaming reply to `POST /chat`."""
+
+    conversation_id: str
+    agent: str
+    model: str
+    reply: str
+    done_reason: str | None
+    usage: Usage
+
+
+class TokenEvent(msgspec.Struct, tag_field="event", tag="token"):
+    """A piece of the reply as generated (SSE `token`, NDJSON line)."""
+
+    text: str
+
+
+class DoneEvent(msgspec.Struct, tag_field="event", tag="done"):
+    """The reply is complete."""
+
+    conversation_id: str
+    done_reason: str | None
+    usage: Usage
+
+
+class ErrorEvent(msgspec.Struct, tag_field="event", tag="error"):
+    """The stream ended early; the status was already sent, so the error travels in-band."""
+
+    code: str
+    message: str
+
+
+class AgentInfo(msgspec.Struct):
+    """One agent as `GET /agents` lists it."""
+
+    name: str
+    description: str
+    model: str
+
+
+class AgentList(msgspec.Struct):
+    """`GET /agents`."""
+
+    agents: list[AgentInfo]
+
+
+class ErrorDetail(msgspec.Struct):
+    """What went wrong, in a stable code and words for people."""
+
+    code: str
+    message: str
+
+
+class UpstreamHealth(msgspec.Struct, omit_defaults=True):
+    """The model server as `GET /health?deep=1` saw it."""
+
+    name: str
+    status: Literal["ok", "unavailable", "error"]
+    version: str | None = None
+    error: str | None = None
+
+
+class Health(msgspec.Struct, omit_defaults=True):
+    """`GET /health`."""
+
+    status: Literal["ok", "degraded"]
+    version: str
+    agents: int
+    conversations: int
+    upstream: UpstreamHealth | None = None
+    error: ErrorDetail | None = None
+
+
+class ErrorBody(msgspec.Struct):
+    """Every error response: `{"error": {"code", "message"}}`."""
+
+    error: ErrorDetail

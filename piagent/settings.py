@@ -1,0 +1,260 @@
+"""piagent's configuration: one frozen value read once from `config.env` and the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import msgspec
+from starlette.config import Config
+
+from piagent.exceptions import SettingsError
+
+_LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise ValueError(f"an integer from {low} to {high}")
+        return value
+
+    return parse
+
+
+def _seconds(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high or value != value:
+            raise ValueError(f"a number of seconds from {low:g} to {high:g}")
+        return value
+
+    return parse
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("true or false")
+
+
+def _url(text: str) -> str:
+    url = text.strip().rstrip("/")
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("http", "https") or not sep or not rest or " " in rest:
+        raise ValueError("an http:// or https:// URL")
+    return url
+
+
+def _word(text: str) -> str:
+    value = text.strip()
+    if not value or any(ch.isspace() for ch in value):
+        raise ValueError("a non-empty value without spaces")
+    return value
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in allowed:
+            raise ValueError("one of " + ", ".join(allowed))
+        return value
+
+    return parse
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    origins = tuple(part.strip().rstrip("/") for part in text.split(",") if part.strip())
+    for origin in origins:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise ValueError("a comma-separated list of origins like https://pi.local:8000, or *")
+    return origins
+
+
+def _text(text: str) -> str:
+    return text.strip()
+
+
+class _Key(NamedTuple):
+    """One configuration key: its environment name, the Settings field, default, parser and meaning."""
+
+    env: str
+    field: str
+    default: str
+    parse: Callable[[str], Any]
+    meaning: str
+
+
+# The single source of truth for configuration: Settings.from_env, the README table and
+# `piagent check` all read this tuple, so a key cannot be documented and parsed differently.
+KEYS: tuple[_Key, ...] = (
+    _Key("PIAGENT_HOST", "host", "127.0.0.1", _word, "Address to listen on (0.0.0.0 for the LAN; see 'On a LAN')."),
+    _Key("PIAGENT_PORT", "port", "8000", _integer(1, 65535), "TCP port to listen on."),
+    _Key("PIAGENT_OLLAMA_URL", "ollama_url", "http://127.0.0.1:11434", _url, "Base URL of the Ollama server."),
+    _Key("PIAGENT_MODEL", "model", "qwen2.5:0.5b", _word, "Model for agents whose prompt file names none."),
+    _Key("PIAGENT_PROMPTS_DIR", "prompts_dir", "prompts", _text, "Folder of agent files (`<name>.md` or `.txt`)."),
+    _Key("PIAGENT_DEFAULT_AGENT", "default_agent", "general", _word, "Agent used when a request names none."),
+    _Key("PIAGENT_MEMORY_ENABLED", "memory_enabled", "true", _boolean, "Keep conversation history between requests."),
+    _Key(
+        "PIAGENT_MEMORY_MAX_TURNS",
+        "memory_max_turns",
+        "20",
+        _integer(2, 1000),
+        "Messages kept per conversation (a user message and a reply are two); agents may lower it.",
+    ),
+    _Key(
+        "PIAGENT_MEMORY_TTL",
+        "memory_ttl",
+        "3600",
+        _seconds(1, 31_536_000),
+        "Seconds after its last use that a conversation is forgotten.",
+    ),
+    _Key(
+        "PIAGENT_MEMORY_MAX_CONVERSATIONS",
+        "memory_max_conversations",
+        "1000",
+        _integer(1, 10_000_000),
+        "Conversations kept in all; the least recently used goes first.",
+    ),
+    _Key(
+        "PIAGENT_CONNECT_TIMEOUT",
+        "connect_timeout",
+        "3",
+        _seconds(0.01, 600),
+        "Seconds to wait for a connection to the model server.",
+    ),
+    _Key(
+        "PIAGENT_READ_TIMEOUT",
+        "read_timeout",
+        "300",
+        _seconds(0.01, 86_400),
+        "Seconds to wait for the next bytes from the model server; covers a cold model load.",
+    ),
+    _Key(
+        "PIAGENT_MAX_CONNECTIONS",
+        "max_connections",
+        "16",
+        _integer(1, 1000),
+        "Connections to the model server at most (the shared client's pool).",
+    ),
+    _Key(
+        "PIAGENT_KEEP_ALIVE",
+        "keep_alive",
+        "",
+        _text,
+        "Ollama `keep_alive` sent with each request (e.g. `10m`, `-1`); empty: Ollama's default.",
+    ),
+    _Key(
+        "PIAGENT_MAX_BODY_BYTES",
+        "max_body_bytes",
+        "65536",
+        _integer(64, 64 * 1024 * 1024),
+        "Largest request body accepted; larger gets 413.",
+    ),
+    _Key(
+        "PIAGENT_MAX_MESSAGE_CHARS",
+        "max_message_chars",
+        "16000",
+        _integer(1, 10_000_000),
+        "Longest `message` accepted; longer gets 422.",
+    ),
+    _Key(
+        "PIAGENT_MAX_LINE_BYTES",
+        "max_line_bytes",
+        "1048576",
+        _integer(1024, 256 * 1024 * 1024),
+        "Longest single line accepted from the model server; longer is an upstream error.",
+    ),
+    _Key(
+        "PIAGENT_CORS_ORIGINS",
+        "cors_origins",
+        "",
+        _origins,
+        "Comma-separated browser origins allowed to call the API; empty: CORS off.",
+    ),
+    _Key("PIAGENT_LOG_LEVEL", "log_level", "info", _choice(*_LOG_LEVELS), "Log level."),
+    _Key("PIAGENT_ACCESS_LOG", "access_log", "true", _boolean, "One log line per request (never its content)."),
+    _Key(
+        "PIAGENT_LOG_CONTENT",
+        "log_content",
+        "false",
+        _boolean,
+        "Debug only: also log message and reply text at debug level.",
+    ),
+)
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Every setting piagent has; build it with `Settings.from_env()` or by hand in tests."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    ollama_url: str = "http://127.0.0.1:11434"
+    model: str = "qwen2.5:0.5b"
+    prompts_dir: str = "prompts"
+    default_agent: str = "general"
+    memory_enabled: bool = True
+    memory_max_turns: int = 20
+    memory_ttl: float = 3600.0
+    memory_max_conversations: int = 1000
+    connect_timeout: float = 3.0
+    read_timeout: float = 300.0
+    max_connections: int = 16
+    keep_alive: str = ""
+    max_body_bytes: int = 65536
+    max_message_chars: int = 16000
+    max_line_bytes: int = 1048576
+    cors_origins: tuple[str, ...] = ()
+    log_level: str = "info"
+    access_log: bool = True
+    log_content: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, env_file: str | None = None) -> Settings:
+        """Read `PIAGENT_CONFIG` (default `config.env`, if present), then the environment, which wins.
+
+        A wrong value raises `SettingsError` naming the key, the value and what is allowed.
+        """
+        env = os.environ if environ is None else environ
+        if env_file is None:
+            env_file = env.get("PIAGENT_CONFIG")
+            if env_file is not None and not Path(env_file).is_file():
+                raise SettingsError(f"PIAGENT_CONFIG={env_file!r}: no such file")
+        if env_file is None and Path("config.env").is_file():
+            env_file = "config.env"
+        config = Config(env_file, environ=env)
+        values: dict[str, Any] = {}
+        for key in KEYS:
+            raw = str(config.get(key.env, default=key.default))
+            try:
+                values[key.field] = key.parse(raw)
+            except ValueError as exc:
+                raise SettingsError(f"{key.env}={raw!r} is not allowed: expected {exc}") from exc
+        return cls(**values)
+
+    def describe(self) -> list[tuple[str, str]]:
+        """Each key with its current value as text, for `piagent check` and start-up logs."""
+        rows = []
+        for key in KEYS:
+            value = getattr(self, key.field)
+            text = (
+                ",".join(value)
+                if isinstance(value, tuple)
+                else str(value).lower()
+                if isinstance(value, bool)
+                else str(value)
+            )
+            rows.append((key.env, text))
+        return rows

@@ -1,0 +1,163 @@
+"""Relaying a reply to the client: the three stream formats, and watching for the client leaving."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import NamedTuple, TypeVar
+
+import anyio
+from starlette.types import Receive, Scope, Send
+
+from piagent.exceptions import PiagentError
+from piagent.responses import ENCODER
+from piagent.schemas import ChatResponse, DoneEvent, ErrorEvent
+
+logger = logging.getLogger("piagent.streaming")
+T = TypeVar("T")
+
+
+class ClientDisconnected(PiagentError):
+    """The client went away before its answer was ready; nobody will read this response."""
+
+    code = "client_disconnected"
+    status_code = 499
+
+
+class StreamFormat(NamedTuple):
+    """How reply events become bytes; `done`/`error` of None mean the format has no such event."""
+
+    media_type: str
+    token: Callable[[str], bytes]
+    done: Callable[[ChatResponse], bytes] | None
+    error: Callable[[PiagentError], bytes] | None
+
+
+def _done_event(reply: ChatResponse) -> DoneEvent:
+    return DoneEvent(reply.conversation_id, reply.done_reason, reply.usage)
+
+
+def _error_event(exc: PiagentError) -> ErrorEvent:
+    return ErrorEvent(exc.code, exc.message)
+
+
+# The token encoders build the event's JSON around the msgspec-escaped text directly: no event
+# object per token on the hot path. Each is equal to encoding TokenEvent(text) (a test checks).
+PLAIN = StreamFormat("text/plain; charset=utf-8", str.encode, None, None)
+SSE = StreamFormat(
+    "text/event-stream; charset=utf-8",
+    lambda text: b'event: token\ndata: {"event":"token","text":' + ENCODER.encode(text) + b"}\n\n",
+    lambda reply: b"event: done\ndata: " + ENCODER.encode(_done_event(reply)) + b"\n\n",
+    lambda exc: b"event: error\ndata: " + ENCODER.encode(_error_event(exc)) + b"\n\n",
+)
+NDJSON = StreamFormat(
+    "application/x-ndjson",
+    lambda text: b'{"event":"token","text":' + ENCODER.encode(text) + b"}\n",
+    lambda reply: ENCODER.encode(_done_event(reply)) + b"\n",
+    lambda exc: ENCODER.encode(_error_event(exc)) + b"\n",
+)
+
+
+def choose_format(accept: str) -> StreamFormat:
+    """SSE or NDJSON when the Accept header asks for it, plain text (curl-friendly) otherwise."""
+    if "text/event-stream" in accept:
+        return SSE
+    if "application/x-ndjson" in accept:
+        return NDJSON
+    return PLAIN
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
+
+
+async def until_disconnect(receive: Receive, work: Callable[[], Awaitable[T]]) -> T:
+    """Await `work()` unless the client disconnects first: then cancel it and raise ClientDisconnected.
+
+    Only for after the request body has been read: the watcher consumes `receive`.
+    """
+    outcome: list[T] = []
+    error: Exception | None = None
+    async with anyio.create_task_group() as group:
+        group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
+        try:
+            outcome.append(await work())
+        except Exception as exc:  # re-raised below, outside the group, so it is not wrapped in a group
+            error = exc
+        group.cancel_scope.cancel()
+    if error is not None:
+        raise error
+    if not outcome:
+        raise ClientDisconnected("the client disconnected")
+    return outcome[0]
+
+
+class ReplyStream:
+    """An ASGI response relaying a reply whose first item was already read (so the status is honest).
+
+    It watches for the client leaving and then closes the reply at once, which closes the upstream
+    request and stores the partial reply; it closes the reply itself in every case rather than
+    trusting garbage collection to finalize the generator.
+    """
+
+    def __init__(
+        self,
+        first: str | ChatResponse,
+        replies: AsyncGenerator[str | ChatResponse, None],
+        stream_format: StreamFormat,
+        conversation_id: str,
+    ) -> None:
+        self._first = first
+        self._replies = replies
+        self._format = stream_format
+        self._conversation_id = conversation_id
+        self._headers = [
+            (b"content-type", stream_format.media_type.encode()),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+            (b"x-conversation-id", conversation_id.encode()),
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self._headers})
+        complete = False
+        async with anyio.create_task_group() as group:
+            group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
+            try:
+                complete = await self._relay(send)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self._replies.aclose()
+                group.cancel_scope.cancel()
+        if complete:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _relay(self, send: Send) -> bool:
+        """Send every event; False when the transfer must be left incomplete to signal an error."""
+        fmt = self._format
+        token = fmt.token
+        item = self._first
+        try:
+            if type(item) is str:
+                await send({"type": "http.response.body", "body": token(item), "more_body": True})
+                async for item in self._replies:
+                    if type(item) is not str:
+                        break
+                    await send({"type": "http.response.body", "body": token(item), "more_body": True})
+            if fmt.done is not None and type(item) is ChatResponse:
+                await send({"type": "http.response.body", "body": fmt.done(item), "more_body": True})
+            return True
+        except PiagentError as exc:
+            logger.warning("reply in conversation %s ended early: %s", self._conversation_id, exc.message)
+            return await self._send_error(exc, send)
+        except Exception:
+            logger.exception("reply in conversation %s failed", self._conversation_id)
+            return await self._send_error(PiagentError("piagent failed while relaying the reply"), send)
+
+    async def _send_error(self, exc: PiagentError, send: Send) -> bool:
+        if self._format.error is None:
+            return False  # plain text has no error event: an unfinished transfer tells the client
+        await send({"type": "http.response.body", "body": self._format.error(exc), "more_body": True})
+        return True

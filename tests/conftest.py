@@ -1,0 +1,90 @@
+"""Shared fixtures: a clean environment, agents on disk, a fake Ollama and piagent served for real."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from piagent import Settings, create_app
+from tests.fake_ollama import FakeOllama
+from tests.servers import serve_in_thread
+
+MakeSettings = Callable[..., Settings]
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's own PIAGENT_* variables."""
+    for key in list(os.environ):
+        if key.startswith("PIAGENT_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def prompts_dir(tmp_path: Path) -> Path:
+    """Two agents: `general` with defaults, `pirate` with its own model, options and memory depth."""
+    folder = tmp_path / "prompts"
+    folder.mkdir()
+    (folder / "general.md").write_text("You are a test assistant.\n", encoding="utf-8")
+    (folder / "pirate.md").write_text(
+        "---\ndescription: Talks like a pirate.\nmodel: pirate-model\nmax_turns: 4\n"
+        "options:\n  temperature: 0.1\n  num_ctx: 512\n---\nYou are a pirate.\n",
+        encoding="utf-8",
+    )
+    return folder
+
+
+@pytest.fixture
+def fake_ollama() -> Iterator[FakeOllama]:
+    with FakeOllama() as fake:
+        yield fake
+    assert fake.errors == [], "the fake Ollama itself failed"
+
+
+@pytest.fixture
+def make_settings(prompts_dir: Path, fake_ollama: FakeOllama) -> MakeSettings:
+    """Settings pointing at the fake Ollama and the test agents; keyword arguments override."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "ollama_url": fake_ollama.url,
+            "prompts_dir": str(prompts_dir),
+            "model": "test-model",
+            "read_timeout": 10.0,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def serve(make_settings: MakeSettings) -> Callable[..., Any]:
+    """Start piagent for real (uvicorn on a free port) with settings overrides; a context manager."""
+
+    def start(**overrides: Any) -> Any:
+        return serve_in_thread(create_app(make_settings(**overrides)))
+
+    return start
+
+
+@pytest.fixture
+def server(serve: Callable[..., Any]) -> Iterator[str]:
+    with serve() as url:
+        yield url
+
+
+@pytest.fixture
+def client(server: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server, timeout=10) as http:
+        yield http

@@ -1,0 +1,240 @@
+"""`POST /chat` end to end: piagent served by uvicorn, talking to a fake Ollama over loopback."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+
+from piagent.schemas import TokenEvent
+from tests.fake_ollama import FakeOllama, Script
+
+
+def chat(client: httpx.Client, **body: Any) -> httpx.Response:
+    return client.post("/chat", json={"message": "hi", **body})
+
+
+def sse_events(text: str) -> list[tuple[str, Any]]:
+    events = []
+    for block in text.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.split("\n"))
+        events.append((fields["event"], msgspec.json.decode(fields["data"])))
+    return events
+
+
+def test_non_stream_reply_with_usage_and_a_new_unguessable_conversation_id(
+    client: httpx.Client, fake_ollama: FakeOllama
+) -> None:
+    fake_ollama.script = Script(tokens=["Hel", "lo"], prompt_eval_count=11)
+    response = chat(client)
+    assert response.status_code == 200
+    body = response.json()
+    assert body == {
+        "conversation_id": body["conversation_id"],
+        "agent": "general",
+        "model": "test-model",
+        "reply": "Hello",
+        "done_reason": "stop",
+        "usage": {"prompt_tokens": 11, "completion_tokens": 2},
+    }
+    assert len(body["conversation_id"]) >= 22
+    assert response.headers["x-conversation-id"] == body["conversation_id"]
+    assert chat(client).json()["conversation_id"] != body["conversation_id"]
+
+
+def test_the_upstream_gets_system_prompt_history_and_message_with_the_agents_model_and_options(
+    client: httpx.Client, fake_ollama: FakeOllama
+) -> None:
+    first = chat(client, agent="pirate", message="ahoy").json()
+    chat(client, agent="pirate", message="again", conversation_id=first["conversation_id"], options={"max_tokens": 9})
+    sent = fake_ollama.chat_requests[-1]
+    assert sent["model"] == "pirate-model"
+    assert sent["stream"] is True
+    assert sent["options"] == {"temperature": 0.1, "num_ctx": 512, "num_predict": 9}
+    assert sent["messages"] == [
+        {"role": "system", "content": "You are a pirate."},
+        {"role": "user", "content": "ahoy"},
+        {"role": "assistant", "content": "Hello, world!"},
+        {"role": "user", "content": "again"},
+    ]
+
+
+def test_request_options_override_the_agents(client: httpx.Client, fake_ollama: FakeOllama) -> None:
+    chat(client, agent="pirate", options={"temperature": 1.5, "top_p": 0.5, "seed": 3, "stop": ["\n"]})
+    assert fake_ollama.chat_requests[-1]["options"] == {
+        "temperature": 1.5,
+        "num_ctx": 512,
+        "top_p": 0.5,
+        "seed": 3,
+        "stop": ["\n"],
+    }
+
+
+def test_memory_keeps_only_the_agents_last_turns(client: httpx.Client, fake_ollama: FakeOllama) -> None:
+    conversation = chat(client, agent="pirate", message="m0").json()["conversation_id"]
+    for n in range(1, 4):
+        chat(client, agent="pirate", message=f"m{n}", conversation_id=conversation)
+    history = fake_ollama.chat_requests[-1]["messages"][1:-1]
+    assert [m["content"] for m in history] == ["m1", "Hello, world!", "m2", "Hello, world!"]
+
+
+def test_memory_off_sends_no_history(serve: Any, fake_ollama: FakeOllama) -> None:
+    with serve(memory_enabled=False) as url, httpx.Client(base_url=url) as client:
+        conversation = chat(client).json()["conversation_id"]
+        chat(client, conversation_id=conversation, message="second")
+        assert [m["role"] for m in fake_ollama.chat_requests[-1]["messages"]] == ["system", "user"]
+        assert client.get("/health").json()["conversations"] == 0
+
+
+def test_a_failure_before_the_first_token_leaves_the_conversation_as_it_was(
+    client: httpx.Client, fake_ollama: FakeOllama
+) -> None:
+    conversation = chat(client, message="one").json()["conversation_id"]
+    fake_ollama.script = Script(status=500, error="model requires more system memory")
+    assert chat(client, message="lost", conversation_id=conversation).status_code == 502
+    fake_ollama.script = Script()
+    chat(client, message="three", conversation_id=conversation)
+    contents = [m["content"] for m in fake_ollama.chat_requests[-1]["messages"][1:]]
+    assert contents == ["one", "Hello, world!", "three"]
+
+
+def test_plain_text_stream_arrives_token_by_token(client: httpx.Client, fake_ollama: FakeOllama) -> None:
+    fake_ollama.script = Script(tokens=["a", "b", "c", "d", "e"], delay=0.1)
+    started = time.monotonic()
+    with client.stream("POST", "/chat", json={"message": "hi", "stream": True}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "text/plain; charset=utf-8"
+        assert response.headers["cache-control"] == "no-cache"
+        assert response.headers["x-accel-buffering"] == "no"
+        assert response.headers["x-conversation-id"]
+        arrivals = [(time.monotonic() - started, chunk) for chunk in response.iter_raw()]
+    assert b"".join(chunk for _, chunk in arrivals) == b"abcde"
+    assert arrivals[0][0] < 0.3 < 0.4 <= arrivals[-1][0]
+
+
+def test_sse_stream_sends_token_events_then_done(client: httpx.Client, fake_ollama: FakeOllama) -> None:
+    fake_ollama.script = Script(tokens=["Hi", " \u2028there"], prompt_eval_count=3)
+    response = client.post("/chat", json={"message": "hi", "stream": True}, headers={"Accept": "text/event-stream"})
+    assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+    conversation = response.headers["x-conversation-id"]
+    assert sse_events(response.text) == [
+        ("token", {"event": "token", "text": "Hi"}),
+        ("token", {"event": "token", "text": " \u2028there"}),
+        (
+            "done",
+            {
+                "event": "done",
+                "conversation_id": conversation,
+                "done_reason": "stop",
+                "usage": {"prompt_tokens": 3, "completion_tokens": 2},
+            },
+        ),
+    ]
+
+
+def test_ndjson_stream_sends_the_same_events_as_lines(client: httpx.Client, fake_ollama: FakeOllama) -> None:
+    fake_ollama.script = Script(tokens=["x", "y"], done_reason="length")
+    response = client.post("/chat", json={"message": "hi", "stream": True}, headers={"Accept": "application/x-ndjson"})
+    assert response.headers["content-type"] == "application/x-ndjson"
+    lines = [msgspec.json.decode(line) for line in response.text.splitlines()]
+    assert [line["event"] for line in lines] == ["token", "token", "done"]
+    assert lines[-1]["done_reason"] == "length"
+
+
+def test_the_sse_token_bytes_equal_the_token_event_encoding(client: httpx.Client, fake_ollama: FakeOllama) -> None:
+    fake_ollama.script = Script(tokens=['"quoted" \\ and </script>'])
+    response = client.post("/chat", json={"message": "hi", "stream": True}, headers={"Accept": "text/event-stream"})
+    expected = b"event: token\ndata: " + msgspec.json.encode(TokenEvent('"quoted" \\ and </script>')) + b"\n\n"
+    assert response.content.startswith(expected)
+
+
+def test_a_streamed_reply_is_remembered_for_the_next_request(client: httpx.Client, fake_ollama: FakeOllama) -> None:
+    response = client.post("/chat", json={"message": "first", "stream": True})
+    chat(client, message="second", conversation_id=response.headers["x-conversation-id"])
+    assert [m["content"] for m in fake_ollama.chat_requests[-1]["messages"][1:]] == ["first", "Hello, world!", "second"]
+
+
+def test_an_error_before_the_first_token_gets_a_real_status_even_when_streaming(
+    client: httpx.Client, fake_ollama: FakeOllama
+) -> None:
+    fake_ollama.script = Script(status=404, error="model 'test-model' not found, try pulling it first")
+    response = client.post("/chat", json={"message": "hi", "stream": True}, headers={"Accept": "text/event-stream"})
+    assert response.status_code == 502
+    assert response.json() == {
+        "error": {
+            "code": "upstream_error",
+            "message": "ollama: model 'test-model' not found, try pulling it first (HTTP 404)",
+        }
+    }
+
+
+def test_a_mid_stream_upstream_error_ends_sse_with_an_error_event(
+    client: httpx.Client, fake_ollama: FakeOllama
+) -> None:
+    fake_ollama.script = Script(tokens=["a", "b", "c"], error_after=2, error="out of memory")
+    response = client.post("/chat", json={"message": "hi", "stream": True}, headers={"Accept": "text/event-stream"})
+    assert response.status_code == 200
+    assert sse_events(response.text) == [
+        ("token", {"event": "token", "text": "a"}),
+        ("token", {"event": "token", "text": "b"}),
+        ("error", {"event": "error", "code": "upstream_error", "message": "ollama: out of memory"}),
+    ]
+
+
+def test_a_mid_stream_upstream_error_leaves_a_plain_text_transfer_incomplete(
+    client: httpx.Client, fake_ollama: FakeOllama
+) -> None:
+    fake_ollama.script = Script(tokens=["a", "b", "c"], error_after=2)
+    received: list[bytes] = []
+
+    def read_all() -> None:
+        with client.stream("POST", "/chat", json={"message": "hi", "stream": True}) as response:
+            received.extend(response.iter_raw())
+
+    with pytest.raises(httpx.RemoteProtocolError):
+        read_all()
+    assert b"".join(received) == b"ab"
+
+
+def test_a_partial_reply_cut_by_an_upstream_error_is_remembered(client: httpx.Client, fake_ollama: FakeOllama) -> None:
+    fake_ollama.script = Script(tokens=["part", "ial", "x"], error_after=2)
+    response = client.post("/chat", json={"message": "q", "stream": True}, headers={"Accept": "application/x-ndjson"})
+    fake_ollama.script = Script()
+    chat(client, message="next", conversation_id=response.headers["x-conversation-id"])
+    assert [m["content"] for m in fake_ollama.chat_requests[-1]["messages"][1:]] == ["q", "partial", "next"]
+
+
+@pytest.mark.parametrize(
+    ("script", "overrides", "status", "code"),
+    [
+        pytest.param(Script(status=404, error="model 'x' not found"), {}, 502, "upstream_error", id="upstream-404"),
+        pytest.param(Script(status=503, error="server busy"), {}, 503, "upstream_unavailable", id="upstream-busy"),
+        pytest.param(Script(stall_before_headers=True), {"read_timeout": 0.3}, 504, "upstream_timeout", id="stall"),
+        pytest.param(Script(stall_after=0), {"read_timeout": 0.3}, 504, "upstream_timeout", id="stall-after-headers"),
+        pytest.param(Script(reset_after=-1), {}, 502, "upstream_error", id="reset-before-answer"),
+        pytest.param(Script(raw_body=[b"not json\n"]), {}, 502, "upstream_error", id="invalid-json"),
+    ],
+)
+@pytest.mark.parametrize("stream", [pytest.param(False, id="json"), pytest.param(True, id="stream")])
+def test_upstream_failures_map_to_statuses(
+    serve: Any, fake_ollama: FakeOllama, script: Script, overrides: dict[str, Any], status: int, code: str, stream: bool
+) -> None:
+    fake_ollama.script = script
+    with serve(**overrides) as url, httpx.Client(base_url=url) as client:
+        response = chat(client, stream=stream)
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+    assert "127.0.0.1" not in response.text
+
+
+def test_an_unreachable_upstream_is_503_naming_it(serve: Any) -> None:
+    with serve(ollama_url="http://127.0.0.1:9") as url, httpx.Client(base_url=url) as client:
+        response = chat(client)
+    assert response.status_code == 503
+    assert response.json()["error"] == {
+        "code": "upstream_unavailable",
+        "message": "ollama is unreachable (connection refused or no route); is it running?",
+    }

@@ -1,0 +1,93 @@
+"""The `piagent` command and `python -m piagent`: serve with an access log, list agents, refuse bad settings."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.fake_ollama import FakeOllama
+from tests.servers import free_socket
+
+
+def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "piagent", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=30
+    )
+
+
+def base_env(prompts_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIAGENT_")}
+    env["PIAGENT_PROMPTS_DIR"] = str(prompts_dir)
+    env.update(extra)
+    return env
+
+
+def test_serve_answers_and_logs_one_line_per_request_without_the_content(
+    prompts_dir: Path, fake_ollama: FakeOllama, tmp_path: Path
+) -> None:
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    env = base_env(prompts_dir, PIAGENT_PORT=str(port), PIAGENT_OLLAMA_URL=fake_ollama.url)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "piagent"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.05)
+        reply = httpx.post(f"http://127.0.0.1:{port}/chat", json={"message": "secret words"})
+        assert reply.json()["reply"] == "Hello, world!"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=15)
+    # uvicorn re-raises the signal it caught once shut down cleanly, as process managers expect.
+    assert process.returncode == -signal.SIGTERM
+    assert "Application shutdown complete." in output
+    assert '"GET /health HTTP/1.1" 200' in output
+    assert output.count('"POST /chat HTTP/1.1" 200') == 1
+    assert "secret words" not in output
+    assert "Hello, world!" not in output
+
+
+def test_a_wrong_setting_stops_start_up_with_one_line(prompts_dir: Path, tmp_path: Path) -> None:
+    result = run_cli(env=base_env(prompts_dir, PIAGENT_PORT="eighty"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == "piagent: PIAGENT_PORT='eighty' is not allowed: expected an integer from 1 to 65535\n"
+
+
+def test_a_broken_agent_file_stops_start_up_naming_it(prompts_dir: Path, tmp_path: Path) -> None:
+    (prompts_dir / "broken.md").write_text("---\nmodel: x\n")
+    result = run_cli(env=base_env(prompts_dir), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "broken.md: the front matter opened by '---' is never closed" in result.stderr
+
+
+def test_agents_lists_each_agent(prompts_dir: Path, tmp_path: Path) -> None:
+    result = run_cli("agents", env=base_env(prompts_dir), cwd=tmp_path)
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["general", "qwen2.5:0.5b", "(default)"]
+    assert lines[1].split()[:3] == ["pirate", "pirate-model", "Talks"]
+
+
+def test_config_prints_the_resolved_settings(prompts_dir: Path, tmp_path: Path) -> None:
+    result = run_cli("config", env=base_env(prompts_dir, PIAGENT_MODEL="tiny"), cwd=tmp_path)
+    assert result.returncode == 0
+    assert "PIAGENT_MODEL=tiny" in result.stdout.splitlines()

@@ -1,0 +1,83 @@
+"""A client that leaves stops the generation upstream at once, and what it saw is remembered."""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import msgspec
+import pytest
+
+from tests.fake_ollama import FakeOllama, Script
+
+
+def send_raw_request(url: str, body: dict[str, Any]) -> socket.socket:
+    """POST /chat on a raw socket, so the test decides exactly when the connection goes."""
+    parts = urlsplit(url)
+    sock = socket.create_connection((parts.hostname, parts.port))
+    payload = msgspec.json.encode(body)
+    sock.sendall(
+        b"POST /chat HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+        + payload
+    )
+    return sock
+
+
+def test_stream_closes_upstream_when_client_disconnects(
+    server: str, client: httpx.Client, fake_ollama: FakeOllama
+) -> None:
+    fake_ollama.script = Script(tokens=["t"] * 200, delay=0.05)
+    with client.stream("POST", "/chat", json={"message": "hi", "stream": True}) as response:
+        next(response.iter_raw())
+        conversation = response.headers["x-conversation-id"]
+        left = time.monotonic()
+    closed = fake_ollama.wait_for_client_close(timeout=2, after=left)
+    assert closed is not None
+    assert closed - left < 0.2
+    fake_ollama.script = Script()
+    client.post("/chat", json={"message": "next", "conversation_id": conversation})
+    history = fake_ollama.chat_requests[-1]["messages"][1:-1]
+    assert history[0] == {"role": "user", "content": "hi"}
+    assert history[1]["role"] == "assistant"
+    assert history[1]["content"].startswith("t")
+    assert len(history[1]["content"]) < 200
+
+
+@pytest.mark.parametrize(
+    ("script", "stream"),
+    [
+        pytest.param(Script(stall_before_headers=True), True, id="stream-before-upstream-answers"),
+        pytest.param(Script(stall_after=0), True, id="stream-before-first-token"),
+        pytest.param(Script(stall_before_headers=True), False, id="json-before-upstream-answers"),
+        pytest.param(Script(tokens=["t"] * 200, delay=0.05), False, id="json-while-generating"),
+    ],
+)
+def test_upstream_closes_when_client_leaves_before_any_byte_is_sent(
+    server: str, fake_ollama: FakeOllama, script: Script, stream: bool
+) -> None:
+    fake_ollama.script = script
+    sock = send_raw_request(server, {"message": "hi", "stream": stream})
+    assert fake_ollama.wait_for_requests(1, timeout=2)
+    time.sleep(0.1)
+    left = time.monotonic()
+    sock.close()
+    closed = fake_ollama.wait_for_client_close(timeout=2, after=left)
+    assert closed is not None
+    assert closed - left < 0.2
+
+
+def test_a_client_leaving_before_the_first_token_stores_nothing(server: str, fake_ollama: FakeOllama) -> None:
+    fake_ollama.script = Script(stall_after=0)
+    sock = send_raw_request(server, {"message": "hi", "stream": True, "conversation_id": "kept-empty"})
+    assert fake_ollama.wait_for_requests(1, timeout=2)
+    left = time.monotonic()
+    sock.close()
+    assert fake_ollama.wait_for_client_close(timeout=2, after=left) is not None
+    fake_ollama.script = Script()
+    with httpx.Client(base_url=server) as client:
+        client.post("/chat", json={"message": "next", "conversation_id": "kept-empty"})
+    assert [m["role"] for m in fake_ollama.chat_requests[-1]["messages"]] == ["system", "user"]

@@ -1,0 +1,101 @@
+"""piagent is plain ASGI: mounted under another app at a prefix, and served by another ASGI server."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+from hypercorn.asyncio import serve as hypercorn_serve
+from hypercorn.config import Config as HypercornConfig
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp
+
+from piagent import create_app
+from tests.conftest import MakeSettings
+from tests.fake_ollama import FakeOllama, Script
+from tests.servers import free_socket, serve_in_thread
+
+
+async def host_home(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("the host app")
+
+
+def test_mounted_at_a_prefix_with_the_lifespan_composed(make_settings: MakeSettings, fake_ollama: FakeOllama) -> None:
+    pi = create_app(make_settings())
+    host = Starlette(
+        routes=[Route("/", host_home), Mount("/pi", app=pi)],
+        lifespan=pi.router.lifespan_context,
+    )
+    fake_ollama.script = Script(tokens=["mounted", " reply"])
+    with serve_in_thread(host) as url, httpx.Client(base_url=url) as client:
+        assert client.get("/").text == "the host app"
+        assert client.get("/pi/health").json()["status"] == "ok"
+        reply = client.post("/pi/chat", json={"message": "hi"}).json()
+        assert reply["reply"] == "mounted reply"
+        streamed = client.post(
+            "/pi/chat", json={"message": "again", "stream": True, "conversation_id": reply["conversation_id"]}
+        )
+        assert streamed.text == "mounted reply"
+        assert len(fake_ollama.chat_requests[-1]["messages"]) == 4
+        assert client.get("/pi/nowhere").json()["error"]["code"] == "not_found"
+
+
+def test_a_host_that_did_not_run_the_lifespan_gets_a_clear_error(make_settings: MakeSettings) -> None:
+    host = Starlette(routes=[Mount("/pi", app=create_app(make_settings()))])
+    with serve_in_thread(host) as url:
+        response = httpx.post(f"{url}/pi/chat", json={"message": "hi"})
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "not_started"
+    assert "lifespan=piagent_app.router.lifespan_context" in response.json()["error"]["message"]
+
+
+@contextmanager
+def serve_with_hypercorn(app: ASGIApp) -> Iterator[str]:
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    config = HypercornConfig()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.loglevel = "WARNING"
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    started = threading.Event()
+
+    async def main() -> None:
+        async def shutdown_trigger() -> None:
+            started.set()
+            await stop.wait()
+
+        await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    assert started.wait(10)
+    try:
+        for _ in range(200):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health")
+                break
+            except httpx.ConnectError:
+                threading.Event().wait(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=10)
+        loop.close()
+
+
+def test_served_by_hypercorn_it_chats_and_streams(make_settings: MakeSettings, fake_ollama: FakeOllama) -> None:
+    fake_ollama.script = Script(tokens=["hyper", "corn"])
+    with serve_with_hypercorn(create_app(make_settings())) as url, httpx.Client(base_url=url) as client:
+        assert client.post("/chat", json={"message": "hi"}).json()["reply"] == "hypercorn"
+        response = client.post("/chat", json={"message": "hi", "stream": True}, headers={"Accept": "text/event-stream"})
+        events: list[Any] = [block.split("\n")[0] for block in response.text.strip().split("\n\n")]
+        assert events == ["event: token", "event: token", "event: done"]

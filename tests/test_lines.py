@@ -1,0 +1,54 @@
+"""The incremental line splitter: bytes split on b"\\n" only, any chunking gives the same lines."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from piagent.exceptions import UpstreamError
+from piagent.providers.lines import iter_lines
+from tests.upstream import cut, iterate, ollama_lines
+
+pytestmark = pytest.mark.anyio
+
+# Characters str.splitlines() would split on, and multi-byte UTF-8 of every length.
+TRICKY = ["a\u2028b", "c\u0085d", "\u2029", "\x0b\x0c\x1c\x1d\x1e", "é", "€", "🥧", "line\\nbreak", " "]
+
+
+async def collect(chunks: list[bytes], limit: int = 1 << 20) -> list[bytes]:
+    return [line async for line in iter_lines(iterate(chunks), limit, "ollama")]
+
+
+async def test_every_single_cut_position_gives_the_same_lines() -> None:
+    body = ollama_lines(TRICKY)
+    expected = body.split(b"\n")[:-1]
+    for position in range(len(body) + 1):
+        assert await collect(cut(body, [position])) == expected, position
+
+
+async def test_one_byte_at_a_time_gives_the_same_lines() -> None:
+    body = ollama_lines(TRICKY)
+    assert await collect([body[i : i + 1] for i in range(len(body))]) == body.split(b"\n")[:-1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    tokens=st.lists(st.text(max_size=12), max_size=8),
+    cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=12),
+)
+async def test_any_split_of_any_valid_stream_gives_the_same_lines(tokens: list[str], cuts: list[int]) -> None:
+    body = ollama_lines(tokens)
+    assert await collect(cut(body, [c for c in cuts if c <= len(body)])) == body.split(b"\n")[:-1]
+
+
+async def test_blank_lines_are_skipped_and_a_last_line_without_newline_is_kept() -> None:
+    assert await collect([b"\n\n{}\n  \n", b'{"a":1}']) == [b"{}", b'{"a":1}']
+
+
+async def test_a_line_over_the_cap_is_an_upstream_error_not_unbounded_memory() -> None:
+    with pytest.raises(UpstreamError, match="longer than 1024 bytes"):
+        await collect([b"x" * 600, b"x" * 600, b"\n"], limit=1024)
+    with pytest.raises(UpstreamError, match="longer than 1024 bytes"):
+        await collect([b"x" * 2000 + b"\n{}\n"], limit=1024)
+    assert await collect([b"x" * 1024 + b"\n"], limit=1024) == [b"x" * 1024]

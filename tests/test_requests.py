@@ -1,0 +1,139 @@
+"""Bad input gets a clear JSON error with the right status, from one place, and never reaches upstream."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fake_ollama import FakeOllama
+
+
+@pytest.mark.parametrize(
+    ("content", "headers", "status", "code", "message"),
+    [
+        pytest.param(b"{nope", {}, 400, "invalid_json", "not valid JSON", id="syntax"),
+        pytest.param(b"", {}, 400, "invalid_json", "not valid JSON", id="empty"),
+        pytest.param(b'{"message": "\xff"}', {}, 400, "invalid_json", "not valid JSON", id="not-utf8"),
+        pytest.param(b"[1]", {}, 422, "validation_error", "Expected `object`, got `array`", id="not-an-object"),
+        pytest.param(b"{}", {}, 422, "validation_error", "missing required field `message`", id="no-message"),
+        pytest.param(b'{"message": 3}', {}, 422, "validation_error", "at `$.message`", id="message-type"),
+        pytest.param(b'{"message": ""}', {}, 422, "validation_error", "at `$.message`", id="empty-message"),
+        pytest.param(b'{"message": "x", "mood": 1}', {}, 422, "validation_error", "unknown field `mood`", id="unknown"),
+        pytest.param(
+            b'{"message": "x", "options": {"temperature": 9}}',
+            {},
+            422,
+            "validation_error",
+            "at `$.options.temperature`",
+            id="temperature-range",
+        ),
+        pytest.param(
+            b'{"message": "x", "options": {"max_tokens": 0}}',
+            {},
+            422,
+            "validation_error",
+            "at `$.options.max_tokens`",
+            id="max-tokens-range",
+        ),
+        pytest.param(
+            b'{"message": "x", "conversation_id": "../../etc"}',
+            {},
+            422,
+            "validation_error",
+            "at `$.conversation_id`",
+            id="conversation-id-pattern",
+        ),
+        pytest.param(
+            b'{"message": "x", "agent": "../x"}', {}, 422, "validation_error", "at `$.agent`", id="agent-name"
+        ),
+        pytest.param(
+            b'{"message": "x", "agent": "nobody"}',
+            {},
+            404,
+            "agent_not_found",
+            "known agents: general, pirate",
+            id="agent",
+        ),
+        pytest.param(
+            b'{"message": "x"}',
+            {"Content-Type": "text/plain"},
+            415,
+            "unsupported_media_type",
+            "application/json",
+            id="type",
+        ),
+        pytest.param(
+            b'{"message": "x"}',
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            415,
+            "unsupported_media_type",
+            "curl",
+            id="form",
+        ),
+    ],
+)
+def test_bad_requests_get_a_json_error(
+    client: httpx.Client,
+    fake_ollama: FakeOllama,
+    content: bytes,
+    headers: dict[str, str],
+    status: int,
+    code: str,
+    message: str,
+) -> None:
+    response = client.post("/chat", content=content, headers={"Content-Type": "application/json", **headers})
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert message in error["message"]
+    assert fake_ollama.chat_requests == []
+
+
+def test_a_body_without_content_type_is_read_as_json(client: httpx.Client) -> None:
+    response = client.post("/chat", content=b'{"message": "x"}')
+    assert response.status_code == 200
+
+
+def test_a_json_suffix_content_type_is_accepted(client: httpx.Client) -> None:
+    response = client.post("/chat", content=b'{"message": "x"}', headers={"Content-Type": "application/merge+json"})
+    assert response.status_code == 200
+
+
+def test_a_body_over_the_limit_is_413_declared_or_not(serve: Any) -> None:
+    with serve(max_body_bytes=1024) as url, httpx.Client(base_url=url) as client:
+        big = {"message": "x" * 2000}
+        response = client.post("/chat", json=big)
+        assert response.status_code == 413
+        assert response.json()["error"]["code"] == "payload_too_large"
+
+        def chunks() -> Any:
+            yield b'{"message": "'
+            yield b"x" * 2000
+            yield b'"}'
+
+        response = client.post("/chat", content=chunks(), headers={"Content-Type": "application/json"})
+        assert response.status_code == 413
+        assert "over 1024 bytes" in response.json()["error"]["message"]
+
+
+def test_a_message_over_the_character_limit_is_422_naming_it(serve: Any) -> None:
+    with serve(max_message_chars=10) as url, httpx.Client(base_url=url) as client:
+        response = client.post("/chat", json={"message": "é" * 11})
+    assert response.status_code == 422
+    assert (
+        response.json()["error"]["message"] == "the message is 11 characters; at most 10 are allowed - at `$.message`"
+    )
+
+
+def test_unknown_route_and_wrong_method_are_json(client: httpx.Client) -> None:
+    response = client.get("/nowhere")
+    assert response.status_code == 404
+    assert response.json() == {"error": {"code": "not_found", "message": "no route for GET /nowhere"}}
+    response = client.get("/chat")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert response.json()["error"]["code"] == "method_not_allowed"
+    assert client.delete("/agents").status_code == 405
