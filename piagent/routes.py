@@ -33,6 +33,8 @@ from piagent.settings import Settings
 from piagent.streaming import ReplyStream, choose_format, until_disconnect
 
 STATE_KEY = "piagent"
+# Where an authentication layer puts the caller's identity (never the raw key) for conversation ownership.
+OWNER_SCOPE_KEY = "piagent.owner"
 _CHAT_REQUEST = msgspec.json.Decoder(ChatRequest)
 
 
@@ -50,6 +52,12 @@ class Runtime(NamedTuple):
 def build_agent_list(agents: Agents) -> AgentList:
     """The `GET /agents` body; agents never change after start-up, so it is built once."""
     return AgentList([AgentInfo(a.name, a.description, a.model) for a in agents.values()])
+
+
+def owner_of(request: Request) -> str:
+    """Who owns the conversations this request touches; "" when API keys are off."""
+    owner: str = request.scope.get(OWNER_SCOPE_KEY, "")
+    return owner
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -126,7 +134,7 @@ async def chat(request: Request) -> Response | ReplyStream:
     runtime = get_runtime(request)
     body = await read_json_body(request, runtime.settings.max_body_bytes)
     chat_request = decode_chat_request(body, runtime.settings.max_message_chars)
-    prepared = await runtime.chat.prepare(chat_request)
+    prepared = await runtime.chat.prepare(chat_request, owner_of(request))
     if not chat_request.stream:
         reply = await until_disconnect(request.receive, partial(runtime.chat.complete, prepared))
         return JSONResponse(reply, headers={"X-Conversation-Id": prepared.conversation_id})
