@@ -90,8 +90,10 @@ class OllamaProvider:
     ) -> None:
         self.name = name
         self._client = client
-        self._chat_url = f"{base_url}/api/chat"
-        self._version_url = f"{base_url}/api/version"
+        # Parsed once: httpx would otherwise parse the URL string and build the headers on every request.
+        self._chat_url = httpx.URL(f"{base_url}/api/chat")
+        self._version_url = httpx.URL(f"{base_url}/api/version")
+        self._headers = httpx.Headers({"Content-Type": "application/json", "Accept": "application/x-ndjson"})
         self._keep_alive = _keep_alive(keep_alive)
         self._max_line_bytes = max_line_bytes
         self._encoder = msgspec.json.Encoder()
@@ -106,14 +108,16 @@ class OllamaProvider:
     ) -> AsyncIterator[str | Completion]:
         """Yield the reply's text pieces as Ollama generates them, then one `Completion`."""
         body = self._body(model, messages, options)
-        headers = {"Content-Type": "application/json", "Accept": "application/x-ndjson"}
         decode = self._decoder.decode
+        completion: Completion | None = None
         try:
-            async with self._client.stream("POST", self._chat_url, content=body, headers=headers) as response:
+            async with self._client.stream("POST", self._chat_url, content=body, headers=self._headers) as response:
                 if response.status_code != 200:
                     await response.aread()
                     raise self._status_error(response.status_code, response.content)
                 async for line in iter_lines(response.aiter_bytes(), self._max_line_bytes, self.name):
+                    if completion is not None:
+                        continue  # nothing follows "done"; reading to the end keeps the connection poolable
                     try:
                         chunk = decode(line)
                     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
@@ -123,11 +127,14 @@ class OllamaProvider:
                     if chunk.message is not None and chunk.message.content:
                         yield chunk.message.content
                     if chunk.done:
-                        yield Completion(chunk.done_reason, chunk.prompt_eval_count, chunk.eval_count)
-                        return
+                        completion = Completion(chunk.done_reason, chunk.prompt_eval_count, chunk.eval_count)
         except httpx.TransportError as exc:
-            raise translate_transport_error(exc, self.name) from exc
-        raise UpstreamError(f"{self.name} ended the stream before the reply was done")
+            if completion is None:
+                raise translate_transport_error(exc, self.name) from exc
+            # The reply was whole; a failure while reading past its end only costs the connection.
+        if completion is None:
+            raise UpstreamError(f"{self.name} ended the stream before the reply was done")
+        yield completion
 
     def _status_error(self, status: int, body: bytes) -> UpstreamError:
         message = f"{self.name}: {_error_text(body)} (HTTP {status})"
