@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -15,18 +17,36 @@ from starlette.middleware.cors import CORSMiddleware
 
 from piagent.agents import Agents, load_agents
 from piagent.chat import ChatService
-from piagent.exceptions import PiagentError
-from piagent.memory import InMemoryStore
+from piagent.exceptions import PiagentError, StoreUnavailable
+from piagent.memory import MemoryStore
 from piagent.providers.ollama import OllamaProvider
 from piagent.responses import handle_piagent_error
 from piagent.routes import STATE_KEY, Runtime, build_agent_list, build_routes, handle_http_exception, handle_unexpected
 from piagent.settings import Settings
+from piagent.stores import StoreFactory, store_factory
 
 Lifespan = Callable[[Starlette], Any]
+logger = logging.getLogger("piagent.app")
+
+
+async def purge_expired_forever(store: MemoryStore, interval: float) -> None:
+    """Every `interval` seconds, drop expired conversations, so an idle store gives its space back too."""
+    while True:
+        await anyio.sleep(interval)
+        try:
+            await store.purge_expired()
+        except StoreUnavailable:
+            pass  # already logged by the store; the next round tries again
+        except Exception:
+            logger.exception("purging expired conversations failed")
 
 
 def _lifespan(
-    settings: Settings, agents: Agents, transport: httpx.AsyncBaseTransport | None, clock: Callable[[], float]
+    settings: Settings,
+    agents: Agents,
+    transport: httpx.AsyncBaseTransport | None,
+    clock: Callable[[], float],
+    open_store: StoreFactory | None,
 ) -> Lifespan:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -43,20 +63,32 @@ def _lifespan(
             trust_env=False,
             verify=settings.ollama_url.startswith("https:"),
         ) as client:
-            store = (
-                InMemoryStore(settings.memory_ttl, settings.memory_max_conversations, clock)
-                if settings.memory_enabled
-                else None
-            )
+            store = open_store() if open_store is not None else None
             try:
+                if store is not None:
+                    await _check_store(store)
                 provider = OllamaProvider(client, settings.ollama_url, settings.keep_alive, settings.max_line_bytes)
                 chat = ChatService(agents, provider, store, log_content=settings.log_content, clock=clock)
-                yield {STATE_KEY: Runtime(settings, agents, chat, store, provider, build_agent_list(agents))}
+                async with anyio.create_task_group() as tasks:
+                    if store is not None:
+                        tasks.start_soon(purge_expired_forever, store, min(settings.memory_ttl, 60.0))
+                    try:
+                        yield {STATE_KEY: Runtime(settings, agents, chat, store, provider, build_agent_list(agents))}
+                    finally:
+                        tasks.cancel_scope.cancel()
             finally:
                 if store is not None:
                     await store.aclose()
 
     return lifespan
+
+
+async def _check_store(store: MemoryStore) -> None:
+    """Say at start-up when the store is down; piagent serves anyway and answers 503 where it is needed."""
+    try:
+        await store.check()
+    except StoreUnavailable as exc:
+        logger.warning("%s; requests that need it get 503 until it is back", exc.message)
 
 
 def create_app(
@@ -68,6 +100,7 @@ def create_app(
     """Build the piagent ASGI app. Agents are read here, so a bad prompt file stops start-up at once.
 
     `transport` replaces the upstream HTTP transport (tests); `clock` is the wall clock memory uses.
+    The memory store's backend is imported here too, so a missing optional extra stops start-up.
     Mounted inside another app, run `app.router.lifespan_context` from the host's lifespan.
     """
     settings = Settings.from_env() if settings is None else settings
@@ -92,5 +125,5 @@ def create_app(
             HTTPException: handle_http_exception,
             Exception: handle_unexpected,
         },
-        lifespan=_lifespan(settings, agents, transport, clock),
+        lifespan=_lifespan(settings, agents, transport, clock, store_factory(settings, clock)),
     )

@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 
 from piagent.agents import Agent, Agents
+from piagent.exceptions import StoreUnavailable
 from piagent.memory import ASSISTANT, USER, MemoryStore, Turn
 from piagent.providers.base import Completion, Message, Provider
 from piagent.schemas import ChatRequest, ChatResponse, Usage
@@ -90,7 +91,8 @@ class ChatService:
 
         The exchange is remembered when generation produced anything: in full when it completed, as
         a partial reply marked interrupted when the client left or the upstream failed midway. A
-        failure before the first piece leaves the conversation as it was.
+        failure before the first piece leaves the conversation as it was. A store that is down when
+        the complete reply is to be stored raises `StoreUnavailable` in place of the `ChatResponse`.
         """
         parts: list[str] = []
         completion: Completion | None = None
@@ -111,7 +113,12 @@ class ChatService:
             )
         finally:
             if completion is None and parts:
-                await self._remember(chat, "".join(parts), interrupted=True)
+                try:
+                    await self._remember(chat, "".join(parts), interrupted=True)
+                except StoreUnavailable as exc:
+                    # The stream is already ending on its own error (or the client left): that error
+                    # is the one to report; this one goes to the log.
+                    logger.warning("partial reply in conversation %s not stored: %s", chat.conversation_id, exc.message)
 
     async def complete(self, chat: PreparedChat) -> ChatResponse:
         """The whole reply at once (streamed from upstream all the same, so one code path serves both)."""
@@ -136,4 +143,4 @@ class ChatService:
         # Shielded: this also runs while the request is being cancelled (the client left), and a
         # cancelled await here would lose the exchange.
         with anyio.CancelScope(shield=True):
-            await self.store.append(chat.conversation_id, chat.owner, turns, chat.agent.max_turns)
+            await self.store.append(chat.conversation_id, chat.owner, turns, chat.agent.max_turns, chat.agent.name)

@@ -13,10 +13,12 @@ One handler registered for `PiagentError` turns any of them into
     │   ├── PayloadTooLarge ......... 413
     │   ├── UnsupportedMediaType .... 415
     │   ├── ValidationFailed ........ 422 (names the field)
-    │   └── AgentNotFound ........... 404 (lists the known agents)
+    │   ├── AgentNotFound ........... 404 (lists the known agents)
+    │   └── ConversationNotFound .... 404 (unknown, expired or someone else's)
     ├── UpstreamError ............... 502 (carries the upstream's own message)
     │   ├── UpstreamUnavailable ..... 503
     │   └── UpstreamTimeout ......... 504
+    ├── StoreUnavailable ............ 503 (the memory store cannot be reached or written; names it)
     └── NotStarted .................. 500 (the lifespan did not run, e.g. a mount without it)
 """
 
@@ -102,6 +104,13 @@ class AgentNotFound(RequestError):
     status_code = 404
 
 
+class ConversationNotFound(RequestError):
+    """The conversation does not exist, has expired, or belongs to someone else (indistinguishable on purpose)."""
+
+    code = "conversation_not_found"
+    status_code = 404
+
+
 class UpstreamError(PiagentError):
     """The model server answered with an error, or with something that is not its protocol."""
 
@@ -121,6 +130,17 @@ class UpstreamTimeout(UpstreamError):
 
     code = "upstream_timeout"
     status_code = 504
+
+
+class StoreUnavailable(PiagentError):
+    """The conversation store is down (Redis unreachable, SQLite file not writable); nothing was lost."""
+
+    code = "store_unavailable"
+    status_code = 503
+
+    def __init__(self, store: str, reason: str) -> None:
+        super().__init__(f"memory store {store!r} is unavailable: {reason}")
+        self.store = store
 
 
 class NotStarted(PiagentError):

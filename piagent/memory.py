@@ -1,7 +1,14 @@
-"""Conversation memory: the store contract and the bounded in-process store (the default)."""
+"""Conversation memory: the store contract and the bounded in-process store (the default).
+
+Every store keeps the same promises, proven by one contract suite (tests/test_stores.py): the last
+`max_turns` turns of a conversation, forgotten `ttl` seconds after its last append, at most
+`max_conversations` in all (the least recently used goes first), each visible only to its owner.
+Time comes from an injected clock, so expiry is decided the same way by every backend.
+"""
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -9,17 +16,27 @@ from typing import Protocol
 
 import msgspec
 
-from piagent.exceptions import RequestError
+from piagent.exceptions import ConversationNotFound
+
+__all__ = [
+    "ASSISTANT",
+    "USER",
+    "Conversation",
+    "ConversationNotFound",
+    "ConversationSummary",
+    "Cursor",
+    "InMemoryStore",
+    "MemoryStore",
+    "Turn",
+    "preview_of",
+]
 
 USER = "user"
 ASSISTANT = "assistant"
+PREVIEW_CHARS = 80
 
-
-class ConversationNotFound(RequestError):
-    """The conversation id belongs to someone else (or, where ids must exist, to nobody)."""
-
-    code = "conversation_not_found"
-    status_code = 404
+# A position in an owner's list, newest first: the (updated_at, id) of the last conversation seen.
+Cursor = tuple[float, str]
 
 
 class Turn(msgspec.Struct, frozen=True, gc=False):
@@ -31,29 +48,92 @@ class Turn(msgspec.Struct, frozen=True, gc=False):
     interrupted: bool = False
 
 
+class Conversation(msgspec.Struct, frozen=True):
+    """One stored conversation with every turn it keeps (also the `GET /conversations/{id}` body)."""
+
+    id: str
+    agent: str
+    updated_at: float
+    turns: list[Turn]
+
+
+class ConversationSummary(msgspec.Struct, frozen=True):
+    """One entry of an owner's conversation list (`GET /conversations`)."""
+
+    id: str
+    agent: str
+    updated_at: float
+    turns: int
+    preview: str
+
+
+def preview_of(turns: Sequence[Turn]) -> str:
+    """The first user message, cut to 80 characters (a short text is the same object: no copy)."""
+    for turn in turns:
+        if turn.role == USER:
+            return turn.text[:PREVIEW_CHARS]
+    return ""
+
+
 class MemoryStore(Protocol):
-    """Where conversations live between requests."""
+    """Where conversations live between requests; every failure to reach it is `StoreUnavailable`."""
 
     name: str
 
     async def history(self, conversation_id: str, owner: str, limit: int) -> list[Turn]:
-        """The last `limit` turns (oldest first); [] for an unknown or expired conversation."""
+        """The last `limit` turns (oldest first); [] for an unknown or expired conversation.
 
-    async def append(self, conversation_id: str, owner: str, turns: Sequence[Turn], max_turns: int) -> None:
-        """Add turns atomically, keep the last `max_turns`, and mark the conversation used now."""
+        Raises `ConversationNotFound` when the conversation belongs to another owner.
+        """
+        ...
+
+    async def append(
+        self, conversation_id: str, owner: str, turns: Sequence[Turn], max_turns: int, agent: str = ""
+    ) -> None:
+        """Add turns atomically, keep the last `max_turns`, record the agent, mark the conversation used now.
+
+        Raises `ConversationNotFound` when the conversation belongs to another owner.
+        """
+        ...
+
+    async def get(self, conversation_id: str, owner: str) -> Conversation | None:
+        """The whole conversation; None when unknown, expired or another owner's."""
+        ...
+
+    async def list_conversations(
+        self, owner: str, limit: int, before: Cursor | None = None
+    ) -> list[ConversationSummary]:
+        """Up to `limit` of the owner's conversations, newest first, strictly after the `before` cursor."""
+        ...
+
+    async def delete(self, conversation_id: str, owner: str) -> bool:
+        """Forget a conversation; False when there was none (unknown, expired or another owner's)."""
+        ...
 
     async def count(self) -> int:
-        """How many conversations are stored (expired ones may still count until purged)."""
+        """How many live conversations are stored, for every owner."""
+        ...
+
+    async def purge_expired(self) -> int:
+        """Drop expired conversations now (a background task calls this); how many went."""
+        ...
+
+    async def check(self) -> None:
+        """Raise `StoreUnavailable` when the store cannot serve reads and writes right now."""
+        ...
 
     async def aclose(self) -> None:
         """Release what the store holds open."""
+        ...
 
 
 class _Conversation:
-    __slots__ = ("last_used", "owner", "turns")
+    __slots__ = ("agent", "last_used", "owner", "preview", "turns")
 
-    def __init__(self, owner: str, turns: list[Turn], last_used: float) -> None:
+    def __init__(self, owner: str, agent: str, preview: str, turns: list[Turn], last_used: float) -> None:
         self.owner = owner
+        self.agent = agent
+        self.preview = preview
         self.turns = turns
         self.last_used = last_used
 
@@ -63,7 +143,7 @@ class InMemoryStore:
 
     Every method runs without awaiting anything, so each is atomic on the event loop: no locks needed.
     Conversations are kept in last-use order, so the expired ones are always at the front and purging
-    them costs nothing when there are none.
+    them costs nothing when there are none. Nothing survives the process.
     """
 
     name = "memory"
@@ -74,13 +154,16 @@ class InMemoryStore:
         self._clock = clock
         self._conversations: OrderedDict[str, _Conversation] = OrderedDict()
 
-    def _purge_expired(self, now: float) -> None:
+    def _purge_expired(self, now: float) -> int:
         conversations = self._conversations
+        purged = 0
         while conversations:
             oldest = next(iter(conversations.values()))
             if now - oldest.last_used < self._ttl:
                 break
             conversations.popitem(last=False)
+            purged += 1
+        return purged
 
     def _get(self, conversation_id: str, owner: str, now: float) -> _Conversation | None:
         self._purge_expired(now)
@@ -94,24 +177,72 @@ class InMemoryStore:
         conversation = self._get(conversation_id, owner, self._clock())
         return [] if conversation is None else conversation.turns[-limit:]
 
-    async def append(self, conversation_id: str, owner: str, turns: Sequence[Turn], max_turns: int) -> None:
+    async def append(
+        self, conversation_id: str, owner: str, turns: Sequence[Turn], max_turns: int, agent: str = ""
+    ) -> None:
         """Add turns, keep the last `max_turns`, move the conversation to the most recently used end."""
         now = self._clock()
         conversation = self._get(conversation_id, owner, now)
         if conversation is None:
-            conversation = self._conversations[conversation_id] = _Conversation(owner, list(turns), now)
+            conversation = _Conversation(owner, agent, preview_of(turns), list(turns), now)
+            self._conversations[conversation_id] = conversation
             while len(self._conversations) > self._max:
                 self._conversations.popitem(last=False)
         else:
             conversation.turns.extend(turns)
+            conversation.agent = agent
             conversation.last_used = now
             self._conversations.move_to_end(conversation_id)
         if len(conversation.turns) > max_turns:
             del conversation.turns[:-max_turns]
 
+    async def get(self, conversation_id: str, owner: str) -> Conversation | None:
+        """The whole conversation; None when unknown, expired or another owner's."""
+        self._purge_expired(self._clock())
+        found = self._conversations.get(conversation_id)
+        if found is None or found.owner != owner:
+            return None
+        return Conversation(conversation_id, found.agent, found.last_used, list(found.turns))
+
+    async def list_conversations(
+        self, owner: str, limit: int, before: Cursor | None = None
+    ) -> list[ConversationSummary]:
+        """Up to `limit` of the owner's conversations, newest first, strictly after the `before` cursor."""
+        self._purge_expired(self._clock())
+        # A scan of every conversation: the store is capped (1,000 by default), and sorting by
+        # (updated_at, id) rather than trusting the last-use order keeps paging exact if the wall
+        # clock ever steps back.
+        keys = (
+            (found.last_used, conversation_id)
+            for conversation_id, found in self._conversations.items()
+            if found.owner == owner and (before is None or (found.last_used, conversation_id) < before)
+        )
+        page = []
+        for last_used, conversation_id in heapq.nlargest(limit, keys):
+            found = self._conversations[conversation_id]
+            page.append(ConversationSummary(conversation_id, found.agent, last_used, len(found.turns), found.preview))
+        return page
+
+    async def delete(self, conversation_id: str, owner: str) -> bool:
+        """Forget a conversation; False when there was none (unknown, expired or another owner's)."""
+        self._purge_expired(self._clock())
+        found = self._conversations.get(conversation_id)
+        if found is None or found.owner != owner:
+            return False
+        del self._conversations[conversation_id]
+        return True
+
     async def count(self) -> int:
-        """How many conversations are stored."""
+        """How many live conversations are stored."""
+        self._purge_expired(self._clock())
         return len(self._conversations)
+
+    async def purge_expired(self) -> int:
+        """Drop expired conversations now, so an idle server gives their memory back too."""
+        return self._purge_expired(self._clock())
+
+    async def check(self) -> None:
+        """Always available: it lives in this process."""
 
     async def aclose(self) -> None:
         """Forget everything: nothing outlives the process in this store."""

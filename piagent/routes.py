@@ -22,13 +22,14 @@ from piagent.exceptions import (
     PayloadTooLarge,
     PiagentError,
     RequestError,
+    StoreUnavailable,
     UnsupportedMediaType,
     ValidationFailed,
 )
 from piagent.memory import MemoryStore
 from piagent.providers.base import Provider
 from piagent.responses import JSONResponse, error_response
-from piagent.schemas import AgentInfo, AgentList, ChatRequest, ErrorDetail, Health
+from piagent.schemas import AgentInfo, AgentList, ChatRequest, ErrorDetail, Health, StoreHealth
 from piagent.settings import Settings
 from piagent.streaming import ReplyStream, choose_format, until_disconnect
 
@@ -110,17 +111,40 @@ def decode_chat_request(body: bytes, max_message_chars: int) -> ChatRequest:
     return chat_request
 
 
+async def _store_health(store: MemoryStore) -> StoreHealth:
+    try:
+        await store.check()
+    except StoreUnavailable as exc:
+        return StoreHealth(store.name, "unavailable", exc.message)
+    return StoreHealth(store.name, "ok")
+
+
+async def _count_conversations(store: MemoryStore, store_health: StoreHealth | None) -> int | None:
+    """None when the store cannot be asked: plain `/health` stays 200 (the process serves); deep reports it."""
+    if store_health is not None and store_health.status != "ok":
+        return None
+    try:
+        return await store.count()
+    except StoreUnavailable:
+        return None
+
+
 async def health(request: Request) -> Response:
-    """`GET /health`: the server is up; `?deep=1` also asks the model server (503 when it is down)."""
+    """`GET /health`: the server is up; `?deep=1` also asks the model server and the store (503 if one is down)."""
     runtime = get_runtime(request)
     deep = request.query_params.get("deep", "").lower() in ("1", "true", "yes")
+    store = runtime.store
     upstream = await runtime.provider.check() if deep else None
-    conversations = await runtime.store.count() if runtime.store is not None else 0
-    if upstream is None or upstream.status == "ok":
-        body = Health("ok", __version__, len(runtime.agents), conversations, upstream)
-        return JSONResponse(body)
-    error = ErrorDetail("upstream_unavailable", upstream.error or f"{upstream.name} is not healthy")
-    body = Health("degraded", __version__, len(runtime.agents), conversations, upstream, error)
+    store_health = await _store_health(store) if deep and store is not None else None
+    conversations = 0 if store is None else await _count_conversations(store, store_health)
+    error = None
+    if upstream is not None and upstream.status != "ok":
+        error = ErrorDetail("upstream_unavailable", upstream.error or f"{upstream.name} is not healthy")
+    elif store_health is not None and store_health.status != "ok":
+        error = ErrorDetail("store_unavailable", store_health.error or f"memory store {store_health.name!r} is down")
+    if error is None:
+        return JSONResponse(Health("ok", __version__, len(runtime.agents), conversations, upstream, store_health))
+    body = Health("degraded", __version__, len(runtime.agents), conversations, upstream, store_health, error)
     return JSONResponse(body, status_code=503)
 
 
@@ -166,8 +190,12 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
 
 def build_routes() -> list[Route]:
     """Every endpoint piagent serves."""
+    # Imported here: the conversation endpoints use this module's helpers (get_runtime, owner_of).
+    from piagent.conversations import conversation_routes
+
     return [
         Route("/health", health, methods=["GET"]),
         Route("/agents", list_agents, methods=["GET"]),
         Route("/chat", chat, methods=["POST"]),
+        *conversation_routes(),
     ]

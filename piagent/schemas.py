@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from piagent.memory import ConversationSummary
+
 ConversationId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 AgentName = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
 
@@ -99,15 +101,31 @@ class UpstreamHealth(msgspec.Struct, omit_defaults=True):
     error: str | None = None
 
 
+class StoreHealth(msgspec.Struct, omit_defaults=True):
+    """The memory store as `GET /health?deep=1` saw it."""
+
+    name: str
+    status: Literal["ok", "unavailable"]
+    error: str | None = None
+
+
 class Health(msgspec.Struct, omit_defaults=True):
-    """`GET /health`."""
+    """`GET /health`; `conversations` is left out when the store cannot be asked."""
 
     status: Literal["ok", "degraded"]
     version: str
     agents: int
-    conversations: int
+    conversations: int | None = None
     upstream: UpstreamHealth | None = None
+    store: StoreHealth | None = None
     error: ErrorDetail | None = None
+
+
+class ConversationList(msgspec.Struct):
+    """`GET /conversations`: a page, newest first; `next` is the cursor for the following page, or null."""
+
+    conversations: list[ConversationSummary]
+    next: str | None
 
 
 class ErrorBody(msgspec.Struct):

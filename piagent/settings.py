@@ -58,6 +58,31 @@ def _url(text: str) -> str:
     return url
 
 
+def _memory_url(text: str) -> str:
+    url = text.strip()
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    allowed = "memory://, sqlite:///<path> or redis://host:port/db"
+    if not sep or " " in url:
+        raise ValueError(allowed)
+    if scheme == "memory" and not rest:
+        return "memory://"
+    if scheme == "sqlite" and rest.startswith("/") and rest.strip("/"):
+        return url
+    if scheme in ("redis", "rediss") and rest and not rest.startswith("/"):
+        return url
+    raise ValueError(allowed)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by `***`, for logs and `piagent config`."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.partition(':')[0]}:***@{host}"
+
+
 def _word(text: str) -> str:
     value = text.strip()
     if not value or any(ch.isspace() for ch in value):
@@ -107,6 +132,14 @@ KEYS: tuple[_Key, ...] = (
     _Key("PIAGENT_PROMPTS_DIR", "prompts_dir", "prompts", _text, "Folder of agent files (`<name>.md` or `.txt`)."),
     _Key("PIAGENT_DEFAULT_AGENT", "default_agent", "general", _word, "Agent used when a request names none."),
     _Key("PIAGENT_MEMORY_ENABLED", "memory_enabled", "true", _boolean, "Keep conversation history between requests."),
+    _Key(
+        "PIAGENT_MEMORY_URL",
+        "memory_url",
+        "memory://",
+        _memory_url,
+        "Where conversations live: `memory://` (this process), `sqlite:///piagent.db` "
+        "(a file; `sqlite:////abs/path.db`) or `redis://host:6379/0` (needs `piagent[redis]`).",
+    ),
     _Key(
         "PIAGENT_MEMORY_MAX_TURNS",
         "memory_max_turns",
@@ -206,6 +239,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     prompts_dir: str = "prompts"
     default_agent: str = "general"
     memory_enabled: bool = True
+    memory_url: str = "memory://"
     memory_max_turns: int = 20
     memory_ttl: float = 3600.0
     memory_max_conversations: int = 1000
@@ -249,12 +283,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         rows = []
         for key in KEYS:
             value = getattr(self, key.field)
-            text = (
-                ",".join(value)
-                if isinstance(value, tuple)
-                else str(value).lower()
-                if isinstance(value, bool)
-                else str(value)
-            )
+            if key.field == "memory_url":
+                text = redact_url(value)  # a Redis password must not reach a terminal or a log
+            elif isinstance(value, tuple):
+                text = ",".join(value)
+            elif isinstance(value, bool):
+                text = str(value).lower()
+            else:
+                text = str(value)
             rows.append((key.env, text))
         return rows
