@@ -71,7 +71,9 @@ class ChatService:
         agent = self.agents.resolve(request.agent)
         conversation_id = request.conversation_id or self._new_id()
         history: list[Turn] = []
-        if self.store is not None and request.conversation_id is not None:
+        if self.store is not None:
+            # Read even for a new conversation: a store that is down then fails here, with a 503,
+            # before the model spends seconds on a reply that could not be remembered.
             history = await self.store.history(conversation_id, owner, agent.max_turns)
         messages = [Message("system", agent.system_prompt)] if agent.system_prompt else []
         messages.extend(Message(turn.role, turn.text) for turn in history)

@@ -12,6 +12,7 @@ import pytest
 
 from piagent import Settings, create_app
 from tests.fake_ollama import FakeOllama
+from tests.redis_server import REDIS_SERVER, SKIP_REASON, RedisServer
 from tests.servers import serve_in_thread
 
 MakeSettings = Callable[..., Settings]
@@ -88,3 +89,19 @@ def server(serve: Callable[..., Any]) -> Iterator[str]:
 def client(server: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server, timeout=10) as http:
         yield http
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One real redis-server for the whole run; skipped (with the reason) only when the binary is missing."""
+    if REDIS_SERVER is None:
+        pytest.skip(SKIP_REASON)
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The shared redis-server's URL, emptied for this test."""
+    redis_server.flush()
+    return redis_server.url
