@@ -65,6 +65,9 @@ def test_a_missing_piagent_config_file_is_an_error(empty_dir: Path) -> None:
         pytest.param("PIAGENT_LOG_LEVEL", "loud", "one of critical, error, warning, info, debug", id="log-level"),
         pytest.param("PIAGENT_CORS_ORIGINS", "pi.local", "a comma-separated list of origins", id="origin"),
         pytest.param("PIAGENT_MODEL", "", "a non-empty value", id="empty-model"),
+        pytest.param("PIAGENT_MEMORY_URL", "postgres://db/x", "memory://, sqlite:///<path> or redis://", id="store"),
+        pytest.param("PIAGENT_MEMORY_URL", "sqlite:///", "memory://, sqlite:///<path>", id="sqlite-without-path"),
+        pytest.param("PIAGENT_MEMORY_URL", "redis:///0", "redis://host:port/db", id="redis-without-host"),
     ],
 )
 def test_a_wrong_value_names_the_key_the_value_and_what_is_allowed(
@@ -95,3 +98,22 @@ def test_describe_lists_every_key_once() -> None:
     assert [key for key, _ in rows] == [key.env for key in KEYS]
     assert ("PIAGENT_CORS_ORIGINS", "http://a,http://b") in rows
     assert ("PIAGENT_MEMORY_ENABLED", "true") in rows
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("memory://", id="memory"),
+        pytest.param("sqlite:///piagent.db", id="sqlite-relative"),
+        pytest.param("sqlite:////var/lib/piagent/piagent.db", id="sqlite-absolute"),
+        pytest.param("redis://127.0.0.1:6379/0", id="redis"),
+        pytest.param("rediss://user:secret@redis.lan:6380/2?socket_timeout=2", id="redis-tls-with-password"),
+    ],
+)
+def test_memory_urls_of_every_backend_are_accepted(empty_dir: Path, url: str) -> None:
+    assert Settings.from_env({"PIAGENT_MEMORY_URL": url}).memory_url == url
+
+
+def test_describe_hides_a_store_password() -> None:
+    rows = dict(Settings(memory_url="redis://user:secret@redis.lan:6379/0").describe())
+    assert rows["PIAGENT_MEMORY_URL"] == "redis://user:***@redis.lan:6379/0"

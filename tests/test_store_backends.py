@@ -11,6 +11,7 @@ import anyio
 import pytest
 
 from piagent import Settings, create_app
+from piagent.cli import main
 from piagent.exceptions import SettingsError, StoreUnavailable
 from piagent.memory import ASSISTANT, USER, InMemoryStore, Turn
 from piagent.stores import sqlite_path, store_factory
@@ -177,3 +178,16 @@ def test_a_redis_url_without_the_redis_package_stops_start_up_naming_the_extra(
     settings = Settings(memory_url="redis://127.0.0.1:6379/0", prompts_dir=str(prompts_dir))
     with pytest.raises(SettingsError, match=r"pip install 'piagent\[redis\]'"):
         create_app(settings)
+
+
+def test_the_command_says_which_extra_to_install_and_exits_2(
+    monkeypatch: pytest.MonkeyPatch, prompts_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in [name for name in sys.modules if name == "redis" or name.startswith("redis.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.delitem(sys.modules, "piagent.stores.redis")
+    monkeypatch.chdir(prompts_dir.parent)
+    monkeypatch.setenv("PIAGENT_PROMPTS_DIR", str(prompts_dir))
+    monkeypatch.setenv("PIAGENT_MEMORY_URL", "redis://127.0.0.1:6379/0")
+    assert main([]) == 2
+    assert "pip install 'piagent[redis]'" in capsys.readouterr().err
