@@ -86,6 +86,19 @@ return 1
 """
 )
 
+# KEYS: meta, turns. ARGV: limit (0: all). Returns {} when unknown, else {owner, agent, updated_at, turn...}.
+# One script instead of a MULTI pipeline: a single command to send and parse, where piagent's CPU goes.
+_READ = """
+local meta = redis.call('HMGET', KEYS[1], 'owner', 'agent', 'updated_at')
+if not meta[1] then return {} end
+local limit = tonumber(ARGV[1])
+local turns = redis.call('LRANGE', KEYS[2], limit > 0 and -limit or 0, -1)
+table.insert(turns, 1, meta[3])
+table.insert(turns, 1, meta[2])
+table.insert(turns, 1, meta[1])
+return turns
+"""
+
 # KEYS: meta. ARGV: id, owner, horizon, prefix. Returns 1 when a live conversation of the owner went.
 _DELETE = (
     _FORGET
@@ -141,6 +154,7 @@ class RedisStore:
             retry=Retry(NoBackoff(), 1),
         )
         self._redis = Redis.from_pool(pool)
+        self._read_script = self._redis.register_script(_READ)
         self._append = self._redis.register_script(_APPEND)
         self._delete = self._redis.register_script(_DELETE)
         self._purge = self._redis.register_script(_PURGE)
@@ -171,19 +185,25 @@ class RedisStore:
     def _owner_key(self, owner: str) -> str:
         return f"{self._prefix}o:{owner}"
 
+    async def _read(self, conversation_id: str, limit: int) -> tuple[str, str, float, list[Turn]] | None:
+        """(owner, agent, updated_at, the last `limit` turns, all for 0), or None for an unknown conversation."""
+        keys = [self._meta_key(conversation_id), self._turns_key(conversation_id)]
+        with self._translated():
+            found = await self._read_script(keys=keys, args=[limit])
+        if not found:
+            return None
+        owner, agent, updated_at, *encoded = found
+        return owner.decode(), agent.decode(), float(updated_at), [Turn(*_DECODE(item)) for item in encoded]
+
     async def history(self, conversation_id: str, owner: str, limit: int) -> list[Turn]:
         """The last `limit` turns (oldest first); [] for an unknown or expired conversation."""
         horizon = self._clock() - self._ttl
-        with self._translated():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hmget(self._meta_key(conversation_id), ["owner", "updated_at"])
-                pipe.lrange(self._turns_key(conversation_id), -limit, -1)
-                (found_owner, updated_at), encoded = await pipe.execute()
-        if found_owner is None or float(updated_at) <= horizon:
+        found = await self._read(conversation_id, max(limit, 1))
+        if found is None or found[2] <= horizon:
             return []
-        if found_owner.decode() != owner:
+        if found[0] != owner:
             raise ConversationNotFound(f"no conversation {conversation_id!r}")
-        return [Turn(*_DECODE(item)) for item in encoded]
+        return found[3] if limit > 0 else []
 
     async def append(
         self, conversation_id: str, owner: str, turns: Sequence[Turn], max_turns: int, agent: str = ""
@@ -217,15 +237,10 @@ class RedisStore:
     async def get(self, conversation_id: str, owner: str) -> Conversation | None:
         """The whole conversation; None when unknown, expired or another owner's."""
         horizon = self._clock() - self._ttl
-        with self._translated():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hmget(self._meta_key(conversation_id), ["owner", "agent", "updated_at"])
-                pipe.lrange(self._turns_key(conversation_id), 0, -1)
-                (found_owner, agent, updated_at), encoded = await pipe.execute()
-        if found_owner is None or found_owner.decode() != owner or float(updated_at) <= horizon:
+        found = await self._read(conversation_id, 0)
+        if found is None or found[0] != owner or found[2] <= horizon:
             return None
-        turns = [Turn(*_DECODE(item)) for item in encoded]
-        return Conversation(conversation_id, agent.decode(), float(updated_at), turns)
+        return Conversation(conversation_id, found[1], found[2], found[3])
 
     async def list_conversations(
         self, owner: str, limit: int, before: Cursor | None = None
