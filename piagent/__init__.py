@@ -8,7 +8,7 @@ from piagent.agents import Agent, Agents, load_agents
 from piagent.app import create_app
 from piagent.chat import ChatService
 from piagent.exceptions import PiagentError
-from piagent.memory import InMemoryStore, MemoryStore, Turn
+from piagent.memory import Conversation, ConversationSummary, InMemoryStore, MemoryStore, Turn
 from piagent.providers.ollama import OllamaProvider
 from piagent.settings import Settings
 
@@ -16,6 +16,8 @@ __all__ = [
     "Agent",
     "Agents",
     "ChatService",
+    "Conversation",
+    "ConversationSummary",
     "InMemoryStore",
     "MemoryStore",
     "OllamaProvider",
