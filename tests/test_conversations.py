@@ -134,7 +134,8 @@ def test_a_stream_the_client_abandons_is_listed_as_interrupted(http: httpx.Clien
     with http.stream("POST", "/chat", json={"message": "long", "stream": True}) as response:
         next(response.iter_raw())
         conversation = response.headers["x-conversation-id"]
-    assert fake_ollama.wait_for_client_close(timeout=5) is not None
+        left = time.monotonic()
+    assert fake_ollama.wait_for_client_close(timeout=5, after=left) is not None
     turns: list[dict[str, Any]] = []
     for _ in range(100):  # the partial reply is stored as the server notices the client left
         turns = http.get(f"/conversations/{conversation}").json().get("turns", [])

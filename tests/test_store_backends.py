@@ -11,13 +11,14 @@ import anyio
 import pytest
 
 from piagent import Settings, create_app
+from piagent.app import purge_expired_forever
 from piagent.cli import main
 from piagent.exceptions import SettingsError, StoreUnavailable
 from piagent.memory import ASSISTANT, USER, InMemoryStore, Turn
 from piagent.stores import sqlite_path, store_factory
 from piagent.stores.redis import RedisStore
 from piagent.stores.sqlite import SCHEMA_VERSION, SQLiteStore
-from tests.redis_server import RedisServer
+from tests.redis_server import REDIS_SERVER, SKIP_REASON, RedisServer
 
 pytestmark = pytest.mark.anyio
 
@@ -115,6 +116,7 @@ async def test_redis_itself_expires_a_conversation_after_a_short_real_ttl(redis_
     await store.aclose()
 
 
+@pytest.mark.skipif(REDIS_SERVER is None, reason=SKIP_REASON)
 async def test_redis_store_answers_again_after_the_server_comes_back() -> None:
     with RedisServer() as server:
         store = RedisStore(server.url, 60, 10)
@@ -191,3 +193,20 @@ def test_the_command_says_which_extra_to_install_and_exits_2(
     monkeypatch.setenv("PIAGENT_MEMORY_URL", "redis://127.0.0.1:6379/0")
     assert main([]) == 2
     assert "pip install 'piagent[redis]'" in capsys.readouterr().err
+
+
+async def test_the_background_task_purges_expired_conversations_until_cancelled(tmp_path: Path) -> None:
+    now = [1_000.0]
+    store = SQLiteStore(str(tmp_path / "piagent.db"), 60, 10, lambda: now[0])
+    await store.append("old", "", exchange(1), 10)
+    now[0] += 60
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(purge_expired_forever, store, 0.01)
+        with anyio.fail_after(5):
+            while True:  # nothing but the task deletes the row
+                await anyio.sleep(0.01)
+                with sqlite3.connect(tmp_path / "piagent.db") as db:
+                    if db.execute("SELECT count(*) FROM conversations").fetchone() == (0,):
+                        break
+        tasks.cancel_scope.cancel()
+    await store.aclose()
