@@ -19,6 +19,7 @@ from piagent.agents import Agents, load_agents
 from piagent.chat import ChatService
 from piagent.exceptions import PiagentError, StoreUnavailable
 from piagent.memory import MemoryStore
+from piagent.page import load_chat_page
 from piagent.providers.ollama import OllamaProvider
 from piagent.responses import handle_piagent_error
 from piagent.routes import STATE_KEY, Runtime, build_agent_list, build_routes, handle_http_exception, handle_unexpected
@@ -117,8 +118,9 @@ def create_app(
                 allow_credentials=False,
             )
         )
+    chat_page = load_chat_page() if settings.chat_page else None
     return Starlette(
-        routes=build_routes(),
+        routes=build_routes(chat_page),
         middleware=middleware,
         exception_handlers={
             PiagentError: handle_piagent_error,

@@ -1,4 +1,4 @@
-"""The `piagent` command: serve (the default), list the agents, show the configuration."""
+"""The `piagent` command: serve (the default), list the agents, show the configuration, check the set-up."""
 
 from __future__ import annotations
 
@@ -59,6 +59,13 @@ def show_config(settings: Settings) -> int:
     return 0
 
 
+def run_checks(settings: Settings) -> int:
+    """Check the set-up (settings, agents, model server, memory store); non-zero with one line per problem."""
+    from piagent.checks import check
+
+    return check(settings, sys.stdout, sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `piagent` and `python -m piagent`."""
     parser = argparse.ArgumentParser(prog="piagent", description="A small, fast agent server in front of a local LLM.")
@@ -66,13 +73,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command",
         nargs="?",
         default="serve",
-        choices=("serve", "agents", "config"),
-        help="serve (default): run the server; agents: list the agents; config: print the settings",
+        choices=("serve", "agents", "config", "check"),
+        help="serve (default): run the server; agents: list the agents; config: print the settings (secrets "
+        "masked); check: try the settings, agents, model server and memory store, and say what to fix",
     )
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
-        return {"serve": serve, "agents": list_agents, "config": show_config}[args.command](settings)
+        commands = {"serve": serve, "agents": list_agents, "config": show_config, "check": run_checks}
+        return commands[args.command](settings)
     except PiagentError as exc:
         print(f"piagent: {exc.message}", file=sys.stderr)
         return 2

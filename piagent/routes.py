@@ -27,6 +27,7 @@ from piagent.exceptions import (
     ValidationFailed,
 )
 from piagent.memory import MemoryStore
+from piagent.page import ChatPage
 from piagent.providers.base import Provider
 from piagent.responses import JSONResponse, error_response
 from piagent.schemas import AgentInfo, AgentList, ChatRequest, ErrorDetail, Health, StoreHealth
@@ -52,7 +53,7 @@ class Runtime(NamedTuple):
 
 def build_agent_list(agents: Agents) -> AgentList:
     """The `GET /agents` body; agents never change after start-up, so it is built once."""
-    return AgentList([AgentInfo(a.name, a.description, a.model) for a in agents.values()])
+    return AgentList([AgentInfo(a.name, a.description, a.model) for a in agents.values()], agents.default)
 
 
 def owner_of(request: Request) -> str:
@@ -188,12 +189,14 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
     return error_response(PiagentError("piagent hit an unexpected error; the server log has the details"))
 
 
-def build_routes() -> list[Route]:
-    """Every endpoint piagent serves."""
+def build_routes(chat_page: ChatPage | None = None) -> list[Route]:
+    """Every endpoint piagent serves; `GET /` only with a chat page."""
     # Imported here: the conversation endpoints use this module's helpers (get_runtime, owner_of).
     from piagent.conversations import conversation_routes
 
+    page = [Route("/", chat_page.endpoint, methods=["GET"])] if chat_page is not None else []
     return [
+        *page,
         Route("/health", health, methods=["GET"]),
         Route("/agents", list_agents, methods=["GET"]),
         Route("/chat", chat, methods=["POST"]),

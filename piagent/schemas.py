@@ -80,9 +80,10 @@ class AgentInfo(msgspec.Struct):
 
 
 class AgentList(msgspec.Struct):
-    """`GET /agents`."""
+    """`GET /agents`: every agent, and the one a request without `agent` gets."""
 
     agents: list[AgentInfo]
+    default: str
 
 
 class ErrorDetail(msgspec.Struct):

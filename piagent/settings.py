@@ -75,12 +75,17 @@ def _memory_url(text: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by `***`, for logs and `piagent config`."""
+    """The URL with any password replaced by `***`, for logs and `piagent config`.
+
+    A user name alone is hidden too: `https://<token>@host` carries the secret there.
+    """
     scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if not at or ":" not in userinfo:
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not sep or not at:
         return url
-    return f"{scheme}{sep}{userinfo.partition(':')[0]}:***@{host}"
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}{sep}{user + ':' if colon else ''}***@{host}{slash}{path}"
 
 
 def _word(text: str) -> str:
@@ -217,6 +222,13 @@ KEYS: tuple[_Key, ...] = (
         _origins,
         "Comma-separated browser origins allowed to call the API; empty: CORS off.",
     ),
+    _Key(
+        "PIAGENT_CHAT_PAGE",
+        "chat_page",
+        "true",
+        _boolean,
+        "Serve the built-in chat page at `GET /`; false: `/` answers 404.",
+    ),
     _Key("PIAGENT_LOG_LEVEL", "log_level", "info", _choice(*_LOG_LEVELS), "Log level."),
     _Key("PIAGENT_ACCESS_LOG", "access_log", "true", _boolean, "One log line per request (never its content)."),
     _Key(
@@ -251,6 +263,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_message_chars: int = 16000
     max_line_bytes: int = 1048576
     cors_origins: tuple[str, ...] = ()
+    chat_page: bool = True
     log_level: str = "info"
     access_log: bool = True
     log_content: bool = False
@@ -279,17 +292,30 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return cls(**values)
 
     def describe(self) -> list[tuple[str, str]]:
-        """Each key with its current value as text, for `piagent check` and start-up logs."""
+        """Each key with its current value as text, secrets masked, for `piagent config` and `piagent check`."""
         rows = []
         for key in KEYS:
             value = getattr(self, key.field)
-            if key.field == "memory_url":
-                text = redact_url(value)  # a Redis password must not reach a terminal or a log
-            elif isinstance(value, tuple):
+            if isinstance(value, tuple):
                 text = ",".join(value)
             elif isinstance(value, bool):
                 text = str(value).lower()
             else:
                 text = str(value)
-            rows.append((key.env, text))
+            # A password or an API key must not reach a terminal or a log.
+            rows.append((key.env, mask_secret(key.env, text)))
         return rows
+
+
+# A key whose name holds one of these carries a secret (API keys, tokens, passwords) and is never printed.
+_SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+MASK = "***"
+
+
+def mask_secret(name: str, text: str) -> str:
+    """`text` fit to print: hidden whole when `name` says it is a secret, any URL's password hidden otherwise."""
+    if not text:
+        return text
+    if any(marker in name.upper() for marker in _SECRET_MARKERS):
+        return MASK
+    return ",".join(redact_url(part) for part in text.split(","))

@@ -46,5 +46,6 @@ def test_agents_lists_name_description_and_model(client: httpx.Client) -> None:
         "agents": [
             {"name": "general", "description": "", "model": "test-model"},
             {"name": "pirate", "description": "Talks like a pirate.", "model": "pirate-model"},
-        ]
+        ],
+        "default": "general",
     }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import msgspec
@@ -46,6 +46,27 @@ class _ErrorBody(msgspec.Struct):
 
 class _Version(msgspec.Struct):
     version: str = ""
+
+
+class _Model(msgspec.Struct):
+    name: str
+    size: int = 0
+
+
+class _Tags(msgspec.Struct):
+    models: list[_Model]
+
+
+class ModelInfo(msgspec.Struct, frozen=True):
+    """A model the server has pulled, as `/api/tags` lists it."""
+
+    name: str
+    size: int
+
+
+def model_key(name: str) -> str:
+    """The name Ollama files a model under: a name without a tag means `:latest`."""
+    return name if ":" in name.rpartition("/")[2] else f"{name}:latest"
 
 
 def _keep_alive(text: str) -> str | float | None:
@@ -93,6 +114,7 @@ class OllamaProvider:
         # Parsed once: httpx would otherwise parse the URL string and build the headers on every request.
         self._chat_url = httpx.URL(f"{base_url}/api/chat")
         self._version_url = httpx.URL(f"{base_url}/api/version")
+        self._tags_url = httpx.URL(f"{base_url}/api/tags")
         self._headers = httpx.Headers({"Content-Type": "application/json", "Accept": "application/x-ndjson"})
         self._keep_alive = _keep_alive(keep_alive)
         self._max_line_bytes = max_line_bytes
@@ -142,19 +164,39 @@ class OllamaProvider:
             return UpstreamUnavailable(message)
         return UpstreamError(message)
 
+    async def _get(self, url: httpx.URL, seconds: float) -> bytes:
+        """A small GET answered by the server itself; failures translated like a chat's."""
+        try:
+            response = await self._client.get(url, timeout=seconds)
+        except httpx.TransportError as exc:
+            raise translate_transport_error(exc, self.name) from exc
+        if response.status_code != 200:
+            raise self._status_error(response.status_code, response.content)
+        return response.content
+
+    async def version(self, seconds: float = 5.0) -> str:
+        """The server's version from `/api/version` ("" when it gives none); raises an `UpstreamError`."""
+        body = await self._get(self._version_url, seconds)
+        try:
+            return msgspec.json.decode(body, type=_Version).version
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            raise UpstreamError(f"{self.name} answered /api/version with something else") from exc
+
+    async def list_models(self, seconds: float = 10.0) -> list[ModelInfo]:
+        """The models pulled on the server, from `/api/tags`; raises an `UpstreamError`."""
+        body = await self._get(self._tags_url, seconds)
+        try:
+            tags = msgspec.json.decode(body, type=_Tags)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            raise UpstreamError(f"{self.name} answered /api/tags with something else") from exc
+        return [ModelInfo(model.name, model.size) for model in tags.models]
+
     async def check(self) -> UpstreamHealth:
         """Ask `/api/version`; never raises."""
         try:
-            response = await self._client.get(self._version_url, timeout=5.0)
-        except httpx.TransportError as exc:
-            error = translate_transport_error(exc, self.name)
-            return UpstreamHealth(self.name, "unavailable", error=error.message)
-        if response.status_code != 200:
-            return UpstreamHealth(
-                self.name, "error", error=self._status_error(response.status_code, response.content).message
-            )
-        try:
-            version = msgspec.json.decode(response.content, type=_Version).version
-        except (msgspec.DecodeError, UnicodeDecodeError):
-            return UpstreamHealth(self.name, "error", error=f"{self.name} answered /api/version with something else")
+            version = await self.version()
+        except UpstreamError as exc:
+            reached = not isinstance(exc, UpstreamUnavailable | UpstreamTimeout)
+            status: Literal["unavailable", "error"] = "error" if reached else "unavailable"
+            return UpstreamHealth(self.name, status, error=exc.message)
         return UpstreamHealth(self.name, "ok", version=version or None)

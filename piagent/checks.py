@@ -1,0 +1,186 @@
+"""`piagent check`: the settings, agents, model server and memory store, and one line per problem with its fix."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from pathlib import Path
+from typing import NamedTuple, TextIO
+
+import httpx
+
+from piagent import __version__
+from piagent.agents import Agents, load_agents
+from piagent.exceptions import AgentDefinitionError, PiagentError, SettingsError, UpstreamTimeout, UpstreamUnavailable
+from piagent.providers.ollama import OllamaProvider, model_key
+from piagent.settings import Settings, mask_secret
+from piagent.stores import store_factory
+
+# How long the model server gets to answer a check: it answers these from memory, but a Pi that is
+# loading a model can be slow.
+_READ_TIMEOUT = 10.0
+
+
+class Problem(NamedTuple):
+    """Something that keeps piagent from answering, and what to do about it."""
+
+    what: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.what}: {self.fix}"
+
+
+class Report:
+    """What a check found: lines for the person reading, and the problems."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.problems: list[Problem] = []
+
+    def say(self, line: str) -> None:
+        """Add a line of the report."""
+        self.lines.append(line)
+
+    def problem(self, what: str, fix: str) -> None:
+        """Add a problem and its fix."""
+        self.problems.append(Problem(what, fix))
+
+
+def _size(size: int) -> str:
+    return f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.0f} MB"
+
+
+def check_settings(settings: Settings, report: Report) -> None:
+    """List every setting as resolved, secrets masked."""
+    env_file = os.environ.get("PIAGENT_CONFIG") or ("config.env" if Path("config.env").is_file() else None)
+    source = f"{env_file}, then the environment" if env_file else "the environment (no config.env here)"
+    report.say(f"Settings, from {source}:")
+    report.lines.extend(f"  {key}={value}" for key, value in settings.describe())
+
+
+def check_agents(settings: Settings, report: Report) -> Agents | None:
+    """Load the agents as the server would; None (and a problem) when they do not load."""
+    try:
+        agents = load_agents(settings.prompts_dir, settings.default_agent, settings.model, settings.memory_max_turns)
+    except AgentDefinitionError as exc:
+        report.problem(exc.message, f"fix that file, or move it out of {settings.prompts_dir}")
+        return None
+    except SettingsError as exc:
+        report.problem(exc.message, "change it in config.env or the environment")
+        return None
+    report.say(f"\nAgents, from {settings.prompts_dir} (default: {agents.default}):")
+    width = max(len(name) for name in agents)
+    report.lines.extend(f"  {agent.name:<{width}}  {agent.model}" for agent in agents.values())
+    return agents
+
+
+async def check_upstream(
+    settings: Settings, agents: Agents | None, report: Report, transport: httpx.AsyncBaseTransport | None = None
+) -> None:
+    """Is the model server there, which version, and has it pulled every agent's model?"""
+    url = mask_secret("PIAGENT_OLLAMA_URL", settings.ollama_url)
+    timeout = httpx.Timeout(_READ_TIMEOUT, connect=settings.connect_timeout)
+    verify = settings.ollama_url.startswith("https:")
+    async with httpx.AsyncClient(timeout=timeout, transport=transport, trust_env=False, verify=verify) as client:
+        provider = OllamaProvider(client, settings.ollama_url)
+        try:
+            version = await provider.version(_READ_TIMEOUT)
+            models = await provider.list_models(_READ_TIMEOUT)
+        except UpstreamUnavailable:
+            report.say(f"\nModel server: ollama at {url}: not reachable")
+            report.problem(
+                f"ollama is not reachable at {url}", "start it with `ollama serve` or set PIAGENT_OLLAMA_URL"
+            )
+            return
+        except UpstreamTimeout:
+            report.say(f"\nModel server: ollama at {url}: no answer")
+            report.problem(
+                f"ollama at {url} did not answer within {_READ_TIMEOUT:g} s",
+                "check that it is not stuck (`journalctl -u ollama`) and that the machine is not out of memory",
+            )
+            return
+        except PiagentError as exc:
+            report.say(f"\nModel server: ollama at {url}: not answering like Ollama")
+            report.problem(
+                f"{url} does not answer like Ollama ({exc.message})",
+                "set PIAGENT_OLLAMA_URL to the Ollama server's address (port 11434 by default)",
+            )
+            return
+    report.say(f"\nModel server: ollama {version or '(version unknown)'} at {url}")
+    if agents is None:
+        return
+    pulled = {model_key(model.name): model for model in models}
+    users: dict[str, list[str]] = {}
+    for agent in agents.values():
+        users.setdefault(agent.model, []).append(agent.name)
+    for model, names in users.items():
+        found = pulled.get(model_key(model))
+        if found is not None:
+            report.say(f"  {model}: pulled ({_size(found.size)})")
+            continue
+        whose = ("agent " if len(names) == 1 else "agents ") + ", ".join(repr(name) for name in names)
+        report.say(f"  {model}: not pulled")
+        report.problem(f"model {model!r} of {whose} is not pulled", f"run `ollama pull {model}`")
+
+
+async def check_store(settings: Settings, report: Report) -> None:
+    """Can the memory store serve reads and writes (a store in this process always can)?"""
+    try:
+        open_store = store_factory(settings)
+    except SettingsError as exc:  # e.g. a redis:// URL without the redis extra installed
+        report.problem(exc.message, "install it, or change PIAGENT_MEMORY_URL")
+        return
+    if open_store is None:
+        report.say("\nMemory: off (PIAGENT_MEMORY_ENABLED=false): every message starts a new conversation")
+        return
+    where = mask_secret("PIAGENT_MEMORY_URL", settings.memory_url)
+    store = open_store()
+    try:
+        await store.check()
+    except PiagentError as exc:
+        report.say(f"\nMemory store: {store.name} at {where}: not reachable")
+        report.problem(exc.message, f"start {store.name}, or change PIAGENT_MEMORY_URL")
+        return
+    finally:
+        await store.aclose()
+    if store.name == "memory":
+        report.say("\nMemory store: in this process, nothing to reach (conversations end when piagent stops)")
+    else:
+        report.say(f"\nMemory store: {store.name} at {where}, reachable")
+
+
+def _page_url(settings: Settings) -> str:
+    host = settings.host
+    if host in ("0.0.0.0", "::", ""):
+        host = f"{socket.gethostname()}.local"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}/"
+
+
+async def _run(settings: Settings, transport: httpx.AsyncBaseTransport | None) -> Report:
+    report = Report()
+    check_settings(settings, report)
+    agents = check_agents(settings, report)
+    await check_upstream(settings, agents, report, transport)
+    await check_store(settings, report)
+    return report
+
+
+def check(settings: Settings, out: TextIO, err: TextIO, transport: httpx.AsyncBaseTransport | None = None) -> int:
+    """Run every check, print the report to `out` and the problems to `err`; 0 when there are none, else 1."""
+    report = asyncio.run(_run(settings, transport))
+    print(f"piagent {__version__}", file=out)
+    for line in report.lines:
+        print(line, file=out)
+    if report.problems:
+        count = len(report.problems)
+        print(f"\n{count} problem{'s' * (count != 1)}:", file=err)
+        for problem in report.problems:
+            print(problem, file=err)
+        return 1
+    page = f" and open {_page_url(settings)} in a browser" if settings.chat_page else ""
+    print(f"\nAll good: start the server with `piagent`{page}.", file=out)
+    return 0

@@ -1,0 +1,487 @@
+"""The chat page in a real browser: Debian's chromium, headless, driven by Playwright, against a fake Ollama.
+
+Screenshots go to artifacts/ (git-ignored). These tests never skip: without /usr/bin/chromium they fail
+and say how to install it (`.ci/run` does).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from piagent import create_app
+from tests.conftest import MakeSettings
+from tests.fake_ollama import FakeOllama, Script
+from tests.servers import free_socket, serve_in_thread
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+DESKTOP = {"width": 1100, "height": 760}
+PHONE = {"width": 390, "height": 844}
+TIMEOUT_MS = 15_000
+
+NewPage = Callable[..., Page]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail("the browser tests need Debian's chromium: apt-get install chromium (.ci/run installs it)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def new_page(browser: Browser) -> Iterator[NewPage]:
+    """Open pages in fresh browser contexts; any console error (a CSP refusal, a script error) fails the test."""
+    contexts: list[BrowserContext] = []
+    problems: list[str] = []
+
+    def open_page(viewport: dict[str, int] = DESKTOP, **options: Any) -> Page:
+        context = browser.new_context(viewport=viewport, **options)  # type: ignore[arg-type]
+        context.set_default_timeout(TIMEOUT_MS)
+        contexts.append(context)
+        page = context.new_page()
+        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+        page.on(
+            "console",
+            lambda message: (
+                problems.append(f"console: {message.text}") if _is_problem(message.type, message.text) else None
+            ),
+        )
+        return page
+
+    yield open_page
+    for context in contexts:
+        context.close()
+    assert problems == []
+
+
+def _is_problem(kind: str, text: str) -> bool:
+    # Chromium logs every non-2xx fetch as a console error; the tests provoke those on purpose.
+    return kind == "error" and "Failed to load resource" not in text
+
+
+def screenshot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=False)
+
+
+def open_chat(page: Page, url: str) -> None:
+    page.goto(url)
+    # Loaded: the agents are listed and the log shows something other than the loading notice.
+    page.wait_for_function(
+        "document.querySelector('#agent').options.length > 0 && document.querySelector('#log').childElementCount > 0"
+        " && !document.querySelector('#log').textContent.includes('Loading agents')"
+    )
+
+
+def send(page: Page, text: str) -> None:
+    page.fill("#message", text)
+    page.press("#message", "Enter")
+
+
+def wait_for_reply(page: Page, count: int) -> str:
+    """Wait until `count` replies are shown and none is streaming; the text of the last."""
+    page.wait_for_function(
+        "(count) => document.querySelectorAll('#log .msg.assistant .meta').length >= count"
+        " && document.querySelector('#log').getAttribute('aria-busy') === 'false'",
+        arg=count,
+    )
+    return page.locator("#log .msg.assistant .bubble").last.inner_text()
+
+
+WATCH_REPLY = """() => {
+  window.seen = [];
+  new MutationObserver(() => {
+    const bubbles = document.querySelectorAll('#log .msg.assistant .bubble');
+    const text = bubbles.length ? bubbles[bubbles.length - 1].textContent : '';
+    if (text && window.seen[window.seen.length - 1] !== text) window.seen.push(text);
+  }).observe(document.getElementById('log'), {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def conversation_probe(url: str, conversation_id: str) -> int:
+    """The status `GET /conversations/{id}` has on this server (404/405 while that API does not exist)."""
+    return httpx.get(f"{url}/conversations/{conversation_id}").status_code
+
+
+def test_tokens_arrive_in_order_and_the_conversation_survives_a_reload(
+    server: str, fake_ollama: FakeOllama, new_page: NewPage
+) -> None:
+    tokens = ["Counting", ":", " one", ",", " two", ",", " three", "."]
+    fake_ollama.script = Script(tokens=tokens, delay=0.2)
+    page = new_page()
+    open_chat(page, server + "/")
+    assert page.locator("#agent").input_value() == "general"
+    page.evaluate(WATCH_REPLY)
+    send(page, "Count to three")
+    # While the reply streams, the log is busy and the button stops it.
+    page.wait_for_selector("#log[aria-busy=true]")
+    assert page.locator("#send").inner_text() == "Stop"
+    assert wait_for_reply(page, 1) == "Counting: one, two, three."
+    seen: list[str] = page.evaluate("window.seen")
+    full = "".join(tokens)
+    assert seen[-1] == full
+    assert all(later.startswith(earlier) and later != earlier for earlier, later in itertools.pairwise(seen))
+    assert len(seen) >= 4, f"the reply did not arrive token by token: {seen}"
+    assert page.locator("#log").get_attribute("aria-busy") == "false"
+    assert "8 tokens" in page.locator("#log .msg.assistant .meta").inner_text()
+
+    screenshot(page, "chat-desktop.png")
+    conversation_id = page.evaluate("localStorage.getItem('piagent:/:conversation:general')")
+    assert conversation_id
+    page.reload()
+    open_chat(page, server + "/")
+    if conversation_probe(server, conversation_id) == 200:
+        # The conversations API exists: the history is shown again.
+        assert page.locator("#log .msg.user .bubble").first.inner_text() == "Count to three"
+        assert page.locator("#log .msg.assistant .bubble").first.inner_text() == full
+    else:
+        assert "does not show earlier messages" in page.locator("#log .notice").inner_text()
+
+    fake_ollama.script = Script(tokens=["Three", ", two, one."])
+    send(page, "And back?")
+    assert wait_for_reply(page, page.locator("#log .msg.assistant").count()) == "Three, two, one."
+    messages = fake_ollama.chat_requests[-1]["messages"]
+    assert [(m["role"], m["content"]) for m in messages[1:]] == [
+        ("user", "Count to three"),
+        ("assistant", full),
+        ("user", "And back?"),
+    ]
+    assert page.evaluate("localStorage.getItem('piagent:/:conversation:general')") == conversation_id
+
+
+def test_new_conversation_starts_without_history(server: str, fake_ollama: FakeOllama, new_page: NewPage) -> None:
+    page = new_page()
+    open_chat(page, server + "/")
+    send(page, "first")
+    wait_for_reply(page, 1)
+    page.click("#new")
+    assert page.locator("#log .msg").count() == 0
+    assert page.evaluate("localStorage.getItem('piagent:/:conversation:general')") is None
+    send(page, "second")
+    wait_for_reply(page, 1)
+    assert [m["content"] for m in fake_ollama.chat_requests[-1]["messages"][1:]] == ["second"]
+
+
+def test_each_agent_keeps_its_own_conversation(server: str, fake_ollama: FakeOllama, new_page: NewPage) -> None:
+    page = new_page()
+    open_chat(page, server + "/")
+    send(page, "hello general")
+    wait_for_reply(page, 1)
+    page.select_option("#agent", "pirate")
+    page.wait_for_selector("#log .empty")
+    assert "pirate-model" in page.locator("#agent-info").inner_text()
+    send(page, "ahoy")
+    wait_for_reply(page, 1)
+    assert fake_ollama.chat_requests[-1]["model"] == "pirate-model"
+    stored = page.evaluate(
+        "[localStorage.getItem('piagent:/:conversation:general'), "
+        "localStorage.getItem('piagent:/:conversation:pirate')]"
+    )
+    assert stored[0]
+    assert stored[1]
+    assert stored[0] != stored[1]
+    page.reload()
+    open_chat(page, server + "/")
+    assert page.locator("#agent").input_value() == "pirate"
+
+
+def test_a_phone_screen_shows_code_and_markup_as_text(server: str, fake_ollama: FakeOllama, new_page: NewPage) -> None:
+    fake_ollama.script = Script(
+        tokens=[
+            "Free memory:\n\n```bash\n",
+            "free -h\n",
+            "```\n",
+            "Look at **available**. ",
+            "<img src=x onerror=alert(1)>",
+        ],
+        delay=0.05,
+    )
+    page = new_page(PHONE, is_mobile=True, has_touch=True, device_scale_factor=2)
+    open_chat(page, server + "/")
+    send(page, "How much memory is free on my Pi? Please keep the answer short, it is a small screen.")
+    wait_for_reply(page, 1)
+    reply = page.locator("#log .msg.assistant .bubble")
+    assert reply.locator("pre code").inner_text() == "free -h"
+    assert reply.locator("pre").get_attribute("data-lang") == "bash"
+    assert reply.locator("strong").inner_text() == "available"
+    assert "<img src=x onerror=alert(1)>" in reply.inner_text()
+    assert page.locator("#log img").count() == 0
+    # Nothing is wider than the screen, and every control is on it.
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    for selector in ("#agent", "#new", "#message", "#send"):
+        box = page.locator(selector).bounding_box()
+        assert box is not None
+        assert box["x"] >= 0
+        assert box["x"] + box["width"] <= PHONE["width"], selector
+    screenshot(page, "chat-phone.png")
+
+
+def test_an_unreachable_model_server_is_explained(serve: Any, new_page: NewPage) -> None:
+    closed = free_socket()  # bound but never listening: connections are refused
+    try:
+        with serve(ollama_url=f"http://127.0.0.1:{closed.getsockname()[1]}") as url:
+            page = new_page()
+            open_chat(page, url + "/")
+            send(page, "Are you there?")
+            alert = page.locator("#log [role=alert]")
+            alert.wait_for()
+            assert alert.locator("strong").inner_text() == "The model server (ollama) is not reachable. Is it running?"
+            assert page.locator("#log .msg.assistant").count() == 0
+            assert "Not sent" in page.locator("#log .msg.user").inner_text()
+            # The words are not lost: they are back in the box, ready to send again.
+            assert page.locator("#message").input_value() == "Are you there?"
+            assert page.locator("#send").inner_text() == "Send"
+            screenshot(page, "chat-upstream-down.png")
+    finally:
+        closed.close()
+
+
+def test_an_error_in_the_middle_of_a_reply_keeps_the_partial_text(
+    server: str, fake_ollama: FakeOllama, new_page: NewPage
+) -> None:
+    fake_ollama.script = Script(tokens=["The answer", " is", " forty"], error_after=2, error="model runner crashed")
+    page = new_page()
+    open_chat(page, server + "/")
+    send(page, "What is the answer?")
+    alert = page.locator("#log [role=alert]")
+    alert.wait_for()
+    assert alert.locator("strong").inner_text() == "The model server (ollama) answered with an error."
+    assert alert.locator(".detail").inner_text() == "ollama: model runner crashed"
+    assert page.locator("#log .msg.assistant .bubble").inner_text() == "The answer is"
+
+
+def test_a_missing_model_says_how_to_pull_it(server: str, fake_ollama: FakeOllama, new_page: NewPage) -> None:
+    fake_ollama.strict_models = True
+    fake_ollama.models = []
+    page = new_page()
+    open_chat(page, server + "/")
+    send(page, "hi")
+    alert = page.locator("#log [role=alert] strong")
+    alert.wait_for()
+    assert (
+        alert.inner_text() == "The model test-model is not installed. On the model server, run: ollama pull test-model"
+    )
+
+
+def test_stop_ends_the_reply_and_the_server_keeps_what_was_said(
+    server: str, fake_ollama: FakeOllama, new_page: NewPage
+) -> None:
+    fake_ollama.script = Script(tokens=["one", " two", " three", " four", " five"], delay=0.5)
+    page = new_page()
+    open_chat(page, server + "/")
+    send(page, "count slowly")
+    page.wait_for_function("document.querySelector('#log .msg.assistant .bubble').textContent.length > 0")
+    page.click("#send")
+    page.wait_for_selector("#log .msg.assistant .meta")
+    assert page.locator("#log .msg.assistant .meta").inner_text() == "Stopped"
+    assert fake_ollama.wait_for_client_close(timeout=5, after=0) is not None
+    fake_ollama.script = Script(tokens=["ok"])
+    send(page, "go on")
+    wait_for_reply(page, 2)
+    history = fake_ollama.chat_requests[-1]["messages"]
+    assert history[2]["role"] == "assistant"
+    assert history[2]["content"].startswith("one")
+
+
+class RequireKey:
+    """A stand-in for piagent's API keys (built in parallel), following their contract: Bearer, 401, open /."""
+
+    def __init__(self, app: ASGIApp, key: str) -> None:
+        self.app = app
+        self.key = key
+        self.seen: list[str] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in ("/", "/health"):
+            authorization = dict(scope["headers"]).get(b"authorization", b"").decode()
+            self.seen.append(authorization)
+            if authorization != f"Bearer {self.key}":
+                body = {"error": {"code": "unauthorized", "message": "a valid API key is required"}}
+                await JSONResponse(body, status_code=401, headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def test_a_server_with_api_keys_asks_for_one_and_remembers_it(
+    make_settings: MakeSettings, fake_ollama: FakeOllama, new_page: NewPage
+) -> None:
+    guarded = RequireKey(create_app(make_settings()), "pi-key-123")
+    with serve_in_thread(guarded) as url:
+        page = new_page()
+        page.goto(url + "/")
+        dialog = page.locator("#key-dialog")
+        dialog.wait_for()
+        assert "kept only in this browser" in dialog.inner_text()
+        page.fill("#key-input", "wrong-key")
+        page.press("#key-input", "Enter")
+        page.wait_for_function("document.querySelector('#key-note').textContent.includes('did not accept')")
+        page.fill("#key-input", "pi-key-123")
+        page.click("#key-dialog button[type=submit]")
+        page.wait_for_selector("#log .empty")
+        assert page.evaluate("localStorage.getItem('piagent:/:apiKey')") == "pi-key-123"
+        send(page, "hello")
+        assert wait_for_reply(page, 1) == "Hello, world!"
+        assert guarded.seen[-1] == "Bearer pi-key-123"
+        page.reload()
+        open_chat(page, url + "/")
+        assert not dialog.is_visible()
+        assert page.locator("#key").is_visible()
+
+
+def test_cancelling_the_key_dialog_explains_why_nothing_works(
+    make_settings: MakeSettings, fake_ollama: FakeOllama, new_page: NewPage
+) -> None:
+    with serve_in_thread(RequireKey(create_app(make_settings()), "k")) as url:
+        page = new_page()
+        page.goto(url + "/")
+        page.locator("#key-dialog").wait_for()
+        page.click("#key-cancel")
+        alert = page.locator("#log [role=alert] strong")
+        alert.wait_for()
+        assert alert.inner_text() == "This server needs an API key. Use the “API key” button to enter it."
+
+
+def with_conversations(app: ASGIApp, turns: list[dict[str, Any]]) -> Starlette:
+    """piagent behind a stand-in `GET /conversations/{id}` that follows the contract (the API is built in parallel)."""
+
+    async def conversation(request: Request) -> JSONResponse:
+        conversation_id = request.path_params["conversation_id"]
+        if conversation_id != "known-id":
+            body = {"error": {"code": "conversation_not_found", "message": f"no conversation {conversation_id!r}"}}
+            return JSONResponse(body, status_code=404)
+        return JSONResponse({"id": conversation_id, "agent": "general", "updated_at": 1.0e9, "turns": turns})
+
+    return Starlette(
+        routes=[Route("/conversations/{conversation_id}", conversation), Mount("/", app=app)],
+        lifespan=app.router.lifespan_context,  # type: ignore[attr-defined]
+    )
+
+
+def test_the_history_of_a_conversation_is_shown_as_text(
+    make_settings: MakeSettings, fake_ollama: FakeOllama, new_page: NewPage
+) -> None:
+    turns = [
+        {"role": "user", "text": "What is <b>bold</b>?", "at": 1.0e9, "interrupted": False},
+        {"role": "assistant", "text": "It is markup, cut", "at": 1.0e9, "interrupted": True},
+    ]
+    with serve_in_thread(with_conversations(create_app(make_settings()), turns)) as url:
+        page = new_page()
+        page.add_init_script("localStorage.setItem('piagent:/:conversation:general', 'known-id')")
+        open_chat(page, url + "/")
+        assert page.locator("#log .msg.user .bubble").inner_text() == "What is <b>bold</b>?"
+        assert page.locator("#log b").count() == 0
+        assistant = page.locator("#log .msg.assistant")
+        assert assistant.locator(".bubble").inner_text() == "It is markup, cut"
+        assert assistant.locator(".meta").inner_text() == "Interrupted"
+        send(page, "go on")
+        wait_for_reply(page, 2)
+        assert fake_ollama.chat_requests[-1]["messages"][-1]["content"] == "go on"
+
+
+def test_a_forgotten_conversation_starts_anew(
+    make_settings: MakeSettings, fake_ollama: FakeOllama, new_page: NewPage
+) -> None:
+    with serve_in_thread(with_conversations(create_app(make_settings()), [])) as url:
+        page = new_page()
+        page.add_init_script(
+            "if (!sessionStorage.getItem('seeded')) {"
+            " sessionStorage.setItem('seeded', '1');"
+            " localStorage.setItem('piagent:/:conversation:general', 'expired-id'); }"
+        )
+        open_chat(page, url + "/")
+        assert "no longer on the server" in page.locator("#log .notice").inner_text()
+        assert page.evaluate("localStorage.getItem('piagent:/:conversation:general')") is None
+
+
+def test_the_page_works_mounted_under_a_prefix(
+    make_settings: MakeSettings, fake_ollama: FakeOllama, new_page: NewPage
+) -> None:
+    pi = create_app(make_settings())
+    host = Starlette(routes=[Mount("/pi", app=pi)], lifespan=pi.router.lifespan_context)
+    with serve_in_thread(host) as url:
+        page = new_page()
+        open_chat(page, url + "/pi/")
+        send(page, "hi")
+        assert wait_for_reply(page, 1) == "Hello, world!"
+        assert page.evaluate("localStorage.getItem('piagent:/pi/:conversation:general')")
+
+
+SSE_SPLITS = """(stream) => {
+  const run = (chunks) => {
+    const events = [];
+    const push = window.piagent.createSSEParser((type, data) => events.push([type, data]));
+    chunks.forEach(push);
+    return JSON.stringify(events);
+  };
+  const whole = run([stream]);
+  const broken = [];
+  for (let i = 0; i <= stream.length; i++) {
+    for (let j = i; j <= stream.length; j += 7) {
+      const got = run([stream.slice(0, i), stream.slice(i, j), stream.slice(j)]);
+      if (got !== whole) broken.push([i, j, got]);
+    }
+  }
+  return {whole: JSON.parse(whole), broken: broken.slice(0, 3)};
+}"""
+
+
+def test_the_sse_parser_gives_the_same_events_however_the_stream_is_cut(server: str, new_page: NewPage) -> None:
+    page = new_page()
+    open_chat(page, server + "/")
+    stream = (
+        'event: token\r\ndata: {"event":"token","text":"a\\nb"}\r\n\r\n'
+        ": a comment\n\n"
+        'event: token\rdata: {"text":"é😀"}\r\r'
+        "data: first line\ndata: second line\n\n"
+        "event: done\ndata:no-space\n\n"
+        "event: ignored-without-data\n\n"
+    )
+    result = page.evaluate(SSE_SPLITS, stream)
+    assert result["broken"] == []
+    assert result["whole"] == [
+        ["token", json.dumps({"event": "token", "text": "a\nb"}, separators=(",", ":"))],
+        ["token", '{"text":"é😀"}'],
+        ["message", "first line\nsecond line"],
+        ["done", "no-space"],
+    ]
+
+
+def test_the_page_has_labels_for_every_control(server: str, new_page: NewPage) -> None:
+    page = new_page()
+    open_chat(page, server + "/")
+    unlabelled = page.evaluate(
+        """() => [...document.querySelectorAll('select, textarea, input, button')]
+             .filter((el) => !(el.labels && el.labels.length))
+             .filter((el) => !el.getAttribute('aria-label') && !el.textContent.trim())
+             .map((el) => el.id)"""
+    )
+    assert unlabelled == []
+    assert page.locator("#log").get_attribute("role") == "log"
+    assert page.locator("#log").get_attribute("aria-live") == "polite"
