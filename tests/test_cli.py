@@ -91,3 +91,43 @@ def test_config_prints_the_resolved_settings(prompts_dir: Path, tmp_path: Path) 
     result = run_cli("config", env=base_env(prompts_dir, PIAGENT_MODEL="tiny"), cwd=tmp_path)
     assert result.returncode == 0
     assert "PIAGENT_MODEL=tiny" in result.stdout.splitlines()
+
+
+def test_serves_without_httptools_and_uvloop_as_on_a_pi_without_their_wheels(
+    prompts_dir: Path, fake_ollama: FakeOllama, tmp_path: Path
+) -> None:
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    env = base_env(prompts_dir, PIAGENT_PORT=str(port), PIAGENT_OLLAMA_URL=fake_ollama.url)
+    # None in sys.modules makes an import fail, as if the package had never been installed.
+    without = (
+        "import sys; sys.modules['uvloop'] = None; sys.modules['httptools'] = None; "
+        "from piagent.cli import main; raise SystemExit(main())"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", without],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health")
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.05)
+        with httpx.stream(
+            "POST", f"http://127.0.0.1:{port}/chat", json={"message": "hi", "stream": True}, timeout=10
+        ) as response:
+            assert response.status_code == 200
+            assert "".join(response.iter_text()) == "Hello, world!"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=15)
+    assert "Application startup complete." in output
