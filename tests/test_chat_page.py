@@ -87,6 +87,6 @@ def test_the_page_is_small_and_self_contained() -> None:
 
 
 def test_the_page_ships_as_package_data() -> None:
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    patterns = pyproject["tool"]["setuptools"]["package-data"]["piagent"]
-    assert any(Path("static/index.html").match(pattern) for pattern in patterns)
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    assert "piagent.static" in setuptools["packages"]
+    assert any(Path("index.html").match(pattern) for pattern in setuptools["package-data"]["piagent.static"])
