@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 # The page's only script and style are inline; the CSP allows exactly those bytes, by hash.
-_INLINE = re.compile(rb"<(script|style)>(.*?)</\1>", re.DOTALL)
+_INLINE = re.compile(rb"<(script|style)(?:\s[^>]*)?>(.*?)</\1>", re.DOTALL)
 
 
 def _csp_hash(content: bytes) -> str:

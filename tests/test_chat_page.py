@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 import tomllib
 from pathlib import Path
@@ -10,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from piagent.page import ChatPage, load_chat_page
+from piagent.page import ChatPage, content_security_policy, load_chat_page
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "piagent" / "static" / "index.html"
@@ -58,6 +60,17 @@ def test_another_version_gets_the_whole_page(client: httpx.Client) -> None:
 def test_the_etag_follows_the_content() -> None:
     assert ChatPage(b"<p>one</p>").etag != ChatPage(b"<p>two</p>").etag
     assert ChatPage(b"<p>one</p>").etag == ChatPage(b"<p>one</p>").etag
+
+
+def test_the_policy_allows_each_inline_script_and_style_by_its_hash() -> None:
+    def digest(content: bytes) -> str:
+        return "'sha256-" + base64.b64encode(hashlib.sha256(content).digest()).decode() + "'"
+
+    html = b'<style>p{}</style><script type="module">a()</script><script>b()</script>'
+    policy = content_security_policy(html)
+    assert f"script-src {digest(b'a()')} {digest(b'b()')};" in policy
+    assert f"style-src {digest(b'p{}')};" in policy
+    assert "script-src 'none'" in content_security_policy(b"<p>no script</p>")
 
 
 def test_head_answers_without_a_body(client: httpx.Client) -> None:

@@ -93,11 +93,10 @@ def screenshot(page: Page, name: str) -> None:
 
 def open_chat(page: Page, url: str) -> None:
     page.goto(url)
-    # Loaded: the agents are listed and the log shows something other than the loading notice.
-    page.wait_for_function(
-        "document.querySelector('#agent').options.length > 0 && document.querySelector('#log').childElementCount > 0"
-        " && !document.querySelector('#log').textContent.includes('Loading agents')"
-    )
+    # Loaded: the agents are listed and the log shows the conversation (or its absence). Waits use
+    # selectors only: the page's CSP forbids the eval() that Playwright's wait_for_function needs.
+    page.locator("#agent option").first.wait_for(state="attached")
+    page.locator("#log > :not(.loading)").first.wait_for(state="attached")
 
 
 def send(page: Page, text: str) -> None:
@@ -107,11 +106,8 @@ def send(page: Page, text: str) -> None:
 
 def wait_for_reply(page: Page, count: int) -> str:
     """Wait until `count` replies are shown and none is streaming; the text of the last."""
-    page.wait_for_function(
-        "(count) => document.querySelectorAll('#log .msg.assistant .meta').length >= count"
-        " && document.querySelector('#log').getAttribute('aria-busy') === 'false'",
-        arg=count,
-    )
+    page.locator("#log .msg.assistant .meta").nth(count - 1).wait_for()
+    page.locator("#log[aria-busy=false]").wait_for(state="attached")
     return page.locator("#log .msg.assistant .bubble").last.inner_text()
 
 
@@ -297,7 +293,7 @@ def test_stop_ends_the_reply_and_the_server_keeps_what_was_said(
     page = new_page()
     open_chat(page, server + "/")
     send(page, "count slowly")
-    page.wait_for_function("document.querySelector('#log .msg.assistant .bubble').textContent.length > 0")
+    page.locator("#log .msg.assistant:not(.pending) .bubble").wait_for()
     page.click("#send")
     page.wait_for_selector("#log .msg.assistant .meta")
     assert page.locator("#log .msg.assistant .meta").inner_text() == "Stopped"
@@ -341,7 +337,7 @@ def test_a_server_with_api_keys_asks_for_one_and_remembers_it(
         assert "kept only in this browser" in dialog.inner_text()
         page.fill("#key-input", "wrong-key")
         page.press("#key-input", "Enter")
-        page.wait_for_function("document.querySelector('#key-note').textContent.includes('did not accept')")
+        page.locator("#key-note", has_text="did not accept").wait_for()
         page.fill("#key-input", "pi-key-123")
         page.click("#key-dialog button[type=submit]")
         page.wait_for_selector("#log .empty")
