@@ -1,9 +1,10 @@
 # Two commands on a fresh machine: `make run` starts the server, `make test` runs every check.
+# `make check` says what is missing when the server does not answer (Ollama down, model not pulled).
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench clean
+.PHONY: run check test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +21,9 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 
 run: $(VENV)/.runtime
 	$(BIN)/python -m piagent
+
+check: $(VENV)/.runtime
+	$(BIN)/python -m piagent check
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

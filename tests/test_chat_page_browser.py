@@ -335,6 +335,7 @@ def test_a_server_with_api_keys_asks_for_one_and_remembers_it(
         dialog = page.locator("#key-dialog")
         dialog.wait_for()
         assert "kept only in this browser" in dialog.inner_text()
+        screenshot(page, "chat-api-key.png")
         page.fill("#key-input", "wrong-key")
         page.press("#key-input", "Enter")
         page.locator("#key-note", has_text="did not accept").wait_for()
