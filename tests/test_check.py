@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,14 @@ def test_all_good_prints_the_set_up_and_exits_zero(make_settings: MakeSettings, 
         "All good: start the server with `piagent` and open http://127.0.0.1:8000/ in a browser."
     )
     assert [r.path for r in fake_ollama.requests] == ["/api/version", "/api/tags"]
+
+
+def test_on_the_lan_the_page_address_is_the_hosts_mdns_name(
+    make_settings: MakeSettings, fake_ollama: FakeOllama
+) -> None:
+    fake_ollama.models = ["test-model", "pirate-model"]
+    _, report, _ = run_check(make_settings(host="0.0.0.0", port=8080))
+    assert f"open http://{socket.gethostname()}.local:8080/ in a browser." in report
 
 
 def test_a_model_that_is_not_pulled_is_named_with_its_agent(
