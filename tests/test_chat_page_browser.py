@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 from starlette.applications import Starlette
@@ -104,9 +103,9 @@ def send(page: Page, text: str) -> None:
     page.press("#message", "Enter")
 
 
-def wait_for_reply(page: Page, count: int) -> str:
-    """Wait until `count` replies are shown and none is streaming; the text of the last."""
-    page.locator("#log .msg.assistant .meta").nth(count - 1).wait_for()
+def wait_for_reply(page: Page) -> str:
+    """Wait until the newest reply is complete (its meta line shows); its text."""
+    page.locator("#log article.assistant:last-of-type .meta").wait_for()
     page.locator("#log[aria-busy=false]").wait_for(state="attached")
     return page.locator("#log .msg.assistant .bubble").last.inner_text()
 
@@ -119,11 +118,6 @@ WATCH_REPLY = """() => {
     if (text && window.seen[window.seen.length - 1] !== text) window.seen.push(text);
   }).observe(document.getElementById('log'), {subtree: true, childList: true, characterData: true});
 }"""
-
-
-def conversation_probe(url: str, conversation_id: str) -> int:
-    """The status `GET /conversations/{id}` has on this server (404/405 while that API does not exist)."""
-    return httpx.get(f"{url}/conversations/{conversation_id}").status_code
 
 
 def test_tokens_arrive_in_order_and_the_conversation_survives_a_reload(
@@ -139,7 +133,7 @@ def test_tokens_arrive_in_order_and_the_conversation_survives_a_reload(
     # While the reply streams, the log is busy and the button stops it.
     page.wait_for_selector("#log[aria-busy=true]")
     assert page.locator("#send").inner_text() == "Stop"
-    assert wait_for_reply(page, 1) == "Counting: one, two, three."
+    assert wait_for_reply(page) == "Counting: one, two, three."
     seen: list[str] = page.evaluate("window.seen")
     full = "".join(tokens)
     assert seen[-1] == full
@@ -148,21 +142,17 @@ def test_tokens_arrive_in_order_and_the_conversation_survives_a_reload(
     assert page.locator("#log").get_attribute("aria-busy") == "false"
     assert "8 tokens" in page.locator("#log .msg.assistant .meta").inner_text()
 
-    screenshot(page, "chat-desktop.png")
     conversation_id = page.evaluate("localStorage.getItem('piagent:/:conversation:general')")
     assert conversation_id
     page.reload()
     open_chat(page, server + "/")
-    if conversation_probe(server, conversation_id) == 200:
-        # The conversations API exists: the history is shown again.
-        assert page.locator("#log .msg.user .bubble").first.inner_text() == "Count to three"
-        assert page.locator("#log .msg.assistant .bubble").first.inner_text() == full
-    else:
-        assert "does not show earlier messages" in page.locator("#log .notice").inner_text()
+    # The history comes back from GET /conversations/{id}.
+    assert page.locator("#log .msg.user .bubble").first.inner_text() == "Count to three"
+    assert page.locator("#log .msg.assistant .bubble").first.inner_text() == full
 
     fake_ollama.script = Script(tokens=["Three", ", two, one."])
     send(page, "And back?")
-    assert wait_for_reply(page, page.locator("#log .msg.assistant").count()) == "Three, two, one."
+    assert wait_for_reply(page) == "Three, two, one."
     messages = fake_ollama.chat_requests[-1]["messages"]
     assert [(m["role"], m["content"]) for m in messages[1:]] == [
         ("user", "Count to three"),
@@ -170,18 +160,19 @@ def test_tokens_arrive_in_order_and_the_conversation_survives_a_reload(
         ("user", "And back?"),
     ]
     assert page.evaluate("localStorage.getItem('piagent:/:conversation:general')") == conversation_id
+    screenshot(page, "chat-desktop.png")
 
 
 def test_new_conversation_starts_without_history(server: str, fake_ollama: FakeOllama, new_page: NewPage) -> None:
     page = new_page()
     open_chat(page, server + "/")
     send(page, "first")
-    wait_for_reply(page, 1)
+    wait_for_reply(page)
     page.click("#new")
     assert page.locator("#log .msg").count() == 0
     assert page.evaluate("localStorage.getItem('piagent:/:conversation:general')") is None
     send(page, "second")
-    wait_for_reply(page, 1)
+    wait_for_reply(page)
     assert [m["content"] for m in fake_ollama.chat_requests[-1]["messages"][1:]] == ["second"]
 
 
@@ -189,12 +180,12 @@ def test_each_agent_keeps_its_own_conversation(server: str, fake_ollama: FakeOll
     page = new_page()
     open_chat(page, server + "/")
     send(page, "hello general")
-    wait_for_reply(page, 1)
+    wait_for_reply(page)
     page.select_option("#agent", "pirate")
     page.wait_for_selector("#log .empty")
     assert "pirate-model" in page.locator("#agent-info").inner_text()
     send(page, "ahoy")
-    wait_for_reply(page, 1)
+    wait_for_reply(page)
     assert fake_ollama.chat_requests[-1]["model"] == "pirate-model"
     stored = page.evaluate(
         "[localStorage.getItem('piagent:/:conversation:general'), "
@@ -222,7 +213,7 @@ def test_a_phone_screen_shows_code_and_markup_as_text(server: str, fake_ollama: 
     page = new_page(PHONE, is_mobile=True, has_touch=True, device_scale_factor=2)
     open_chat(page, server + "/")
     send(page, "How much memory is free on my Pi? Please keep the answer short, it is a small screen.")
-    wait_for_reply(page, 1)
+    wait_for_reply(page)
     reply = page.locator("#log .msg.assistant .bubble")
     assert reply.locator("pre code").inner_text() == "free -h"
     assert reply.locator("pre").get_attribute("data-lang") == "bash"
@@ -300,7 +291,7 @@ def test_stop_ends_the_reply_and_the_server_keeps_what_was_said(
     assert fake_ollama.wait_for_client_close(timeout=5, after=0) is not None
     fake_ollama.script = Script(tokens=["ok"])
     send(page, "go on")
-    wait_for_reply(page, 2)
+    wait_for_reply(page)
     history = fake_ollama.chat_requests[-1]["messages"]
     assert history[2]["role"] == "assistant"
     assert history[2]["content"].startswith("one")
@@ -344,7 +335,7 @@ def test_a_server_with_api_keys_asks_for_one_and_remembers_it(
         page.wait_for_selector("#log .empty")
         assert page.evaluate("localStorage.getItem('piagent:/:apiKey')") == "pi-key-123"
         send(page, "hello")
-        assert wait_for_reply(page, 1) == "Hello, world!"
+        assert wait_for_reply(page) == "Hello, world!"
         assert guarded.seen[-1] == "Bearer pi-key-123"
         page.reload()
         open_chat(page, url + "/")
@@ -381,6 +372,36 @@ def with_conversations(app: ASGIApp, turns: list[dict[str, Any]]) -> Starlette:
     )
 
 
+def test_without_the_conversations_api_the_conversation_still_goes_on(
+    make_settings: MakeSettings, fake_ollama: FakeOllama, new_page: NewPage
+) -> None:
+    pi = create_app(make_settings())
+
+    async def no_such_route(request: Request) -> JSONResponse:
+        return JSONResponse({"error": {"code": "not_found", "message": "no route"}}, status_code=404)
+
+    # An older piagent (or a proxy that passes only /chat): GET /conversations/{id} is a plain 404.
+    host = Starlette(
+        routes=[Route("/conversations/{conversation_id}", no_such_route), Mount("/", app=pi)],
+        lifespan=pi.router.lifespan_context,
+    )
+    with serve_in_thread(host) as url:
+        page = new_page()
+        open_chat(page, url + "/")
+        send(page, "remember me")
+        wait_for_reply(page)
+        page.reload()
+        open_chat(page, url + "/")
+        assert "does not show earlier messages" in page.locator("#log .notice").inner_text()
+        send(page, "do you?")
+        wait_for_reply(page)
+        assert [m["content"] for m in fake_ollama.chat_requests[-1]["messages"][1:]] == [
+            "remember me",
+            "Hello, world!",
+            "do you?",
+        ]
+
+
 def test_the_history_of_a_conversation_is_shown_as_text(
     make_settings: MakeSettings, fake_ollama: FakeOllama, new_page: NewPage
 ) -> None:
@@ -398,7 +419,7 @@ def test_the_history_of_a_conversation_is_shown_as_text(
         assert assistant.locator(".bubble").inner_text() == "It is markup, cut"
         assert assistant.locator(".meta").inner_text() == "Interrupted"
         send(page, "go on")
-        wait_for_reply(page, 2)
+        wait_for_reply(page)
         assert fake_ollama.chat_requests[-1]["messages"][-1]["content"] == "go on"
 
 
@@ -426,7 +447,7 @@ def test_the_page_works_mounted_under_a_prefix(
         page = new_page()
         open_chat(page, url + "/pi/")
         send(page, "hi")
-        assert wait_for_reply(page, 1) == "Hello, world!"
+        assert wait_for_reply(page) == "Hello, world!"
         assert page.evaluate("localStorage.getItem('piagent:/pi/:conversation:general')")
 
 

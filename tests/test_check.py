@@ -136,6 +136,30 @@ def test_a_broken_agent_file_is_a_problem_and_the_rest_is_still_checked(
     assert "Model server: ollama 0.12.0" in report
 
 
+def test_a_sqlite_store_is_reached(make_settings: MakeSettings, fake_ollama: FakeOllama, tmp_path: Path) -> None:
+    fake_ollama.models = ["test-model", "pirate-model"]
+    url = f"sqlite:///{tmp_path}/piagent.db"
+    code, report, _ = run_check(make_settings(memory_url=url))
+    assert code == 0
+    assert f"Memory store: sqlite at {url}, reachable" in report
+
+
+def test_a_redis_that_is_down_is_one_line_with_the_fix(make_settings: MakeSettings, fake_ollama: FakeOllama) -> None:
+    fake_ollama.models = ["test-model", "pirate-model"]
+    closed = free_socket()
+    url = f"redis://:hunter2@127.0.0.1:{closed.getsockname()[1]}/0"
+    try:
+        code, report, problems = run_check(make_settings(memory_url=url, connect_timeout=1.0))
+    finally:
+        closed.close()
+    assert code == 1
+    assert len(problems) == 1
+    assert problems[0].startswith("memory store 'redis' is unavailable")
+    assert problems[0].endswith(": start redis, or change PIAGENT_MEMORY_URL")
+    assert "hunter2" not in report + "".join(problems)
+    assert f"Memory store: redis at redis://:{MASK}@127.0.0.1:" in report
+
+
 def test_memory_off_is_reported(make_settings: MakeSettings, fake_ollama: FakeOllama) -> None:
     fake_ollama.models = ["test-model", "pirate-model"]
     code, report, _ = run_check(make_settings(memory_enabled=False))
