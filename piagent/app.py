@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -42,6 +43,25 @@ async def purge_expired_forever(store: MemoryStore, interval: float) -> None:
             logger.exception("purging expired conversations failed")
 
 
+def upstream_transport(settings: Settings, limits: httpx.Limits) -> httpx.AsyncBaseTransport | None:
+    """piagent's own HTTP transport when it applies, else None for httpx's default one.
+
+    It applies to a plain-http upstream, with httptools importable, on an asyncio loop (uvloop or stock),
+    unless PIAGENT_FAST_TRANSPORT is off. Call it from inside the running event loop.
+    """
+    if not settings.fast_transport or not settings.ollama_url.startswith("http://"):
+        return None
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # another async library (trio): httpx's default transport runs on any
+        return None
+    try:
+        from piagent.transport import HTTPToolsTransport
+    except ImportError:  # no httptools (e.g. PyPy, where it is not installed)
+        return None
+    return HTTPToolsTransport(limits)
+
+
 def _lifespan(
     settings: Settings,
     agents: Agents,
@@ -55,12 +75,14 @@ def _lifespan(
         limits = httpx.Limits(
             max_connections=settings.max_connections, max_keepalive_connections=settings.max_connections
         )
+        # An injected transport wins; ours is made per lifespan, since the client closes it.
+        upstream = transport if transport is not None else upstream_transport(settings, limits)
         # trust_env=False: a proxy from HTTP_PROXY must never sit between piagent and a local model.
         # verify only for https: loading the CA bundle costs start-up time a plain-http upstream never uses.
         async with httpx.AsyncClient(
             timeout=timeout,
             limits=limits,
-            transport=transport,
+            transport=upstream,
             trust_env=False,
             verify=settings.ollama_url.startswith("https:"),
         ) as client:

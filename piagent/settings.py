@@ -188,6 +188,13 @@ KEYS: tuple[_Key, ...] = (
         "Connections to the model server at most (the shared client's pool).",
     ),
     _Key(
+        "PIAGENT_FAST_TRANSPORT",
+        "fast_transport",
+        "true",
+        _boolean,
+        "Talk to a plain-http model server through piagent's own lean HTTP transport; false: httpx's default.",
+    ),
+    _Key(
         "PIAGENT_KEEP_ALIVE",
         "keep_alive",
         "",
@@ -258,6 +265,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     connect_timeout: float = 3.0
     read_timeout: float = 300.0
     max_connections: int = 16
+    fast_transport: bool = True
     keep_alive: str = ""
     max_body_bytes: int = 65536
     max_message_chars: int = 16000

@@ -1,0 +1,619 @@
+"""A lean httpx transport for plain-http upstreams: one asyncio Protocol per connection, parsed by httptools.
+
+Why it exists: piagent relays Ollama's tokens, which arrive as chunked NDJSON with one HTTP chunk per token.
+Profiled under load (py-spy), about 55% of the server's CPU on that streaming path went to httpx's default
+transport stack, per chunk: h11's pure-Python HTTP/1.1 parsing (`_readers`, `_connection`, `_receivebuffer`,
+`_util`, `_state`, `_events`: ~29%), httpcore (~10%, including a context manager per read), anyio streams
+(~6%) and contextlib (~6.5%). On the non-streaming path httpcore's per-request pool bookkeeping
+(`_assign_requests_to_connections`, `AsyncEvent`, `AsyncShieldCancellation`) dominated. Here the event loop
+hands bytes straight to llhttp (C, through httptools, which uvicorn already brings), body bytes wait in a
+list until the reader asks, and a timer is armed only while a reader actually waits.
+
+piagent keeps its one shared `httpx.AsyncClient`: only the transport changes (httpx's documented extension
+point), so every caller keeps httpx's API and exceptions. It implements what piagent relies on from httpx's
+own transport: streamed bodies (chunked, Content-Length or close-delimited; 1xx answers skipped), a pool
+bounded by `httpx.Limits` with LIFO keep-alive reuse, the four timeouts, httpx's exception classes, one
+retry when a reused keep-alive connection turns out to have been closed by the server, and a closed (or
+abandoned) response that closes its TCP connection at once, which is how Ollama learns to stop generating.
+Not supported: https, proxies, HTTP/2, upgrades; the app falls back to httpx's default transport for those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import AsyncIterator
+from typing import Final, cast
+
+import httptools
+import httpx
+
+# Unread body bytes per connection above which the socket is no longer read, so a slow consumer cannot
+# make piagent buffer a fast upstream's whole reply; reading resumes when the consumer has taken them.
+BUFFER_LIMIT: Final = 64 * 1024
+_DEFAULT_LIMITS: Final = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
+
+_Origin = tuple[str, int]
+
+
+class _ExtraResponse(Exception):
+    """Raised from the parser callback when bytes follow a complete response (never leaves this module)."""
+
+
+def _with_cause(error: httpx.TransportError, cause: BaseException | None) -> httpx.TransportError:
+    error.__cause__ = cause
+    return error
+
+
+class _Connection(asyncio.Protocol):
+    """One HTTP/1.1 connection: the event loop feeds its bytes to llhttp; one request at a time."""
+
+    __slots__ = (
+        "_chunks",
+        "_close_after",
+        "_closing",
+        "_drain_waiter",
+        "_head_request",
+        "_informational",
+        "_loop",
+        "_parser",
+        "_pool",
+        "_reading_paused",
+        "_waiter",
+        "_writing_paused",
+        "buffered",
+        "complete",
+        "eof",
+        "error",
+        "headers",
+        "headers_done",
+        "http_version",
+        "idle",
+        "idle_since",
+        "keep_alive",
+        "lost",
+        "origin",
+        "reason",
+        "received",
+        "status",
+        "transport",
+    )
+
+    def __init__(self, pool: _Pool, origin: _Origin, loop: asyncio.AbstractEventLoop) -> None:
+        self._pool = pool
+        self._loop = loop
+        self.origin = origin
+        self.transport: asyncio.Transport | None = None
+        self._parser: httptools.HttpResponseParser | None = None
+        self._waiter: asyncio.Future[bool] | None = None
+        self._drain_waiter: asyncio.Future[bool] | None = None
+        self._reading_paused = False
+        self._writing_paused = False
+        self._close_after = False
+        self._closing: asyncio.Future[None] = loop.create_future()
+        self.error: httpx.TransportError | None = None
+        self.eof = False
+        self.lost = False
+        self.idle = False
+        self.idle_since = 0.0
+        self._reset()
+
+    def _reset(self) -> None:
+        """Forget the previous response (also drops unread bytes of a complete one)."""
+        self._chunks: list[bytes] = []
+        self.buffered = 0
+        self._informational = False
+        self._head_request = False
+        self.received = False
+        self.status = 0
+        self.reason = b""
+        self.http_version = b"HTTP/1.1"
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers_done = False
+        self.complete = False
+        self.keep_alive = False
+
+    # ----------------------------------------------------------------- asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None:  # nobody asked: an idle connection that speaks out of turn cannot be trusted
+            self._fail(httpx.RemoteProtocolError("the server sent data on an idle connection"))
+            return
+        self.received = True
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            if self.complete and isinstance(exc.__context__, _ExtraResponse):
+                self.keep_alive = False  # the reply is whole; only the connection is lost
+                self.abort()
+            else:
+                self._fail(_with_cause(httpx.RemoteProtocolError(f"invalid HTTP response: {exc}"), exc))
+        except httptools.HttpParserUpgrade as exc:
+            self._fail(_with_cause(httpx.RemoteProtocolError("the server switched protocols"), exc))
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._end_of_stream(None)
+        return False  # let the transport close its side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self._end_of_stream(exc)
+        drain = self._drain_waiter
+        if drain is not None and not drain.done():
+            drain.set_result(False)
+        if not self._closing.done():
+            self._closing.set_result(None)
+        self._pool.connection_lost(self)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        drain = self._drain_waiter
+        if drain is not None and not drain.done():
+            drain.set_result(False)
+
+    # ----------------------------------------------------------------- httptools callbacks
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            raise _ExtraResponse
+
+    def on_status(self, status: bytes) -> None:
+        self.reason += status  # llhttp may hand the reason phrase over in pieces
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = cast(httptools.HttpResponseParser, self._parser)
+        status = parser.get_status_code()
+        if status < 200:  # 100 Continue, 103 Early Hints...: not the answer; the real one follows
+            self._informational = True
+            self.headers = []
+            self.reason = b""
+            return
+        self.status = status
+        self.http_version = b"HTTP/" + parser.get_http_version().encode()
+        self.headers_done = True
+        if self._head_request:  # llhttp cannot be told the request was HEAD: the message ends here
+            self.keep_alive = not self._close_after and parser.should_keep_alive()
+            self.complete = True
+
+    def on_body(self, body: bytes) -> None:
+        if self.complete:
+            return
+        self._chunks.append(body)
+        self.buffered += len(body)
+        if self.buffered > BUFFER_LIMIT and not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def on_message_complete(self) -> None:
+        if self._informational:
+            self._informational = False
+            return
+        if not self.complete:
+            parser = cast(httptools.HttpResponseParser, self._parser)
+            self.keep_alive = not self._close_after and parser.should_keep_alive()
+            self.complete = True
+
+    # ----------------------------------------------------------------- state changes
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(False)
+
+    def fail(self, error: httpx.TransportError) -> None:
+        """End the response in progress with `error` and close the connection."""
+        self._fail(error)
+
+    def _fail(self, error: httpx.TransportError) -> None:
+        if self.error is None:
+            self.error = error
+        self.keep_alive = False
+        self.abort()
+        self._wake()
+
+    def _end_of_stream(self, exc: Exception | None) -> None:
+        """The server closed (exc None) or the connection broke: end or fail the response in progress."""
+        self.keep_alive = False
+        if not self.complete and self.error is None:
+            if exc is not None:
+                self.error = _with_cause(httpx.ReadError(str(exc) or type(exc).__name__), exc)
+            elif self.headers_done and self._until_close():
+                self.complete = True
+            elif self.headers_done:
+                self.error = httpx.RemoteProtocolError("the server closed the connection before the body was complete")
+            else:
+                self.error = httpx.RemoteProtocolError("the server closed the connection without sending a response")
+        self._wake()
+
+    def _until_close(self) -> bool:
+        """Whether the body is delimited by the connection closing (neither a length nor chunked)."""
+        if self.status in (204, 304):
+            return False
+        for name, value in self.headers:
+            lowered = name.lower()
+            if lowered == b"content-length" or (lowered == b"transfer-encoding" and b"chunked" in value.lower()):
+                return False
+        return True
+
+    def abort(self) -> None:
+        """Close the TCP connection now, without waiting for anything buffered."""
+        if self.transport is not None:
+            self.transport.abort()
+
+    def close(self) -> None:
+        """Close the TCP connection politely (its write buffer is empty whenever this is called)."""
+        if self.transport is not None:
+            self.transport.close()
+
+    def reusable(self) -> bool:
+        """The last response completed, keep-alive holds and the server has not closed."""
+        return self.complete and self.keep_alive and self.error is None and not self.eof and not self.lost
+
+    def usable(self, now: float, expiry: float | None) -> bool:
+        """An idle connection that can take a request."""
+        if self.error is not None or self.eof or self.lost or self.transport is None or self.transport.is_closing():
+            return False
+        return expiry is None or now - self.idle_since <= expiry
+
+    def make_idle(self) -> None:
+        self._parser = None
+        self._reset()
+        self.idle = True
+        self.idle_since = self._loop.time()
+
+    @property
+    def closing(self) -> asyncio.Future[None]:
+        """Done once the event loop has closed the socket."""
+        return self._closing
+
+    # ----------------------------------------------------------------- one request
+
+    async def send(self, data: bytes, head_request: bool, close: bool, write_timeout: float | None) -> None:
+        """Write the whole request; wait only if the transport's write buffer is over its limit."""
+        self.idle = False
+        self._reset()
+        self._head_request = head_request
+        self._close_after = close
+        self._parser = httptools.HttpResponseParser(self)
+        transport = self.transport
+        if self.error is not None:
+            raise self.error
+        if transport is None or transport.is_closing() or self.eof:
+            raise httpx.WriteError("the connection was closed before the request could be sent")
+        transport.write(data)
+        while self._writing_paused:
+            if self.lost:
+                raise self.error or httpx.WriteError("the connection was lost while sending the request")
+            waiter = self._drain_waiter = self._loop.create_future()
+            if await self._wait(waiter, write_timeout):
+                raise httpx.WriteTimeout("timed out sending the request")
+
+    async def receive_headers(self, read_timeout: float | None) -> None:
+        """Wait until the response's status line and headers are in."""
+        while not self.headers_done:
+            if self.error is not None:
+                raise self.error
+            await self.receive(read_timeout)
+
+    async def receive(self, read_timeout: float | None) -> None:
+        """Wait for the server's next bytes (or its closing); raise ReadTimeout past `read_timeout`."""
+        waiter = self._waiter = self._loop.create_future()
+        if await self._wait(waiter, read_timeout):
+            raise httpx.ReadTimeout("timed out waiting for the server")
+
+    async def _wait(self, waiter: asyncio.Future[bool], seconds: float | None) -> bool:
+        """Await `waiter`; True when `seconds` passed first. The timer exists only while waiting."""
+        timer = None if seconds is None else self._loop.call_later(seconds, _expire, waiter)
+        try:
+            return await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def take(self) -> bytes:
+        """Every body byte received and not yet read, as one piece."""
+        chunks = self._chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._chunks = []
+        self.buffered = 0
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        return data
+
+
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(True)
+
+
+class _Pool:
+    """Connections by origin: LIFO idle lists, a bound on the total, and a FIFO queue of requests waiting."""
+
+    def __init__(self, limits: httpx.Limits) -> None:
+        self._max = limits.max_connections
+        self._max_idle = limits.max_keepalive_connections
+        self._expiry = limits.keepalive_expiry
+        self._idle: dict[_Origin, list[_Connection]] = {}
+        self._waiters: collections.deque[tuple[_Origin, asyncio.Future[_Connection | None]]] = collections.deque()
+        self.connections: set[_Connection] = set()
+        self._closing: set[_Connection] = set()  # out of the pool, but the loop has not closed the socket yet
+        self.slots = 0  # connections open or being opened, and slots handed to a waiter
+        self.idle_count = 0
+        self.closed = False
+
+    async def acquire(
+        self, origin: _Origin, pool_timeout: float | None, connect_timeout: float | None
+    ) -> tuple[_Connection, bool]:
+        """A connection for `origin` and whether it was used before; opens, reuses or waits for one."""
+        if self.closed:
+            raise RuntimeError("the transport is closed")
+        idle = self._idle.get(origin)
+        if idle:
+            now = asyncio.get_running_loop().time()
+            while idle:
+                conn = idle.pop()
+                self.idle_count -= 1
+                if conn.usable(now, self._expiry):
+                    conn.idle = False
+                    return conn, True
+                self._discard(conn)
+        if self._max is None or self.slots < self._max:
+            self.slots += 1
+            return await self.open(origin, connect_timeout), False
+        if self.idle_count:  # full of idle connections to other origins: make room
+            victim = next(conns for conns in self._idle.values() if conns).pop(0)
+            self.idle_count -= 1
+            victim.idle = False
+            self.replace(victim)  # its slot goes to the new connection
+            return await self.open(origin, connect_timeout), False
+        got = await self._wait_for_turn(origin, pool_timeout)
+        if got is None:
+            return await self.open(origin, connect_timeout), False
+        if got.usable(asyncio.get_running_loop().time(), self._expiry):
+            return got, True
+        self.replace(got)  # its slot goes to a fresh connection
+        return await self.open(origin, connect_timeout), False
+
+    async def _wait_for_turn(self, origin: _Origin, pool_timeout: float | None) -> _Connection | None:
+        """Queue until a connection to `origin` or a free slot (None) is handed over."""
+        turn: asyncio.Future[_Connection | None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((origin, turn))
+        try:
+            async with asyncio.timeout(pool_timeout):
+                return await turn
+        except BaseException as exc:
+            if turn.done() and not turn.cancelled():  # handed over just as we gave up: pass it on
+                got = turn.result()
+                if got is None:
+                    self._free_slot()
+                else:
+                    self.release(got)
+            else:
+                turn.cancel()
+            if isinstance(exc, TimeoutError):
+                raise httpx.PoolTimeout("timed out waiting for a connection from the pool") from exc
+            raise
+
+    async def open(self, origin: _Origin, connect_timeout: float | None) -> _Connection:
+        """Connect to `origin` in a slot already counted; the slot is freed if that fails."""
+        loop = asyncio.get_running_loop()
+        host, port = origin
+        try:
+            if self.closed:
+                raise RuntimeError("the transport is closed")
+            async with asyncio.timeout(connect_timeout):
+                _, conn = await loop.create_connection(lambda: _Connection(self, origin, loop), host, port)
+        except BaseException as exc:
+            self._free_slot()
+            if isinstance(exc, TimeoutError):
+                raise httpx.ConnectTimeout(f"timed out connecting to {host}:{port}") from exc
+            if isinstance(exc, OSError):
+                raise httpx.ConnectError(str(exc) or f"cannot connect to {host}:{port}") from exc
+            raise
+        self.connections.add(conn)
+        return conn
+
+    def replace(self, conn: _Connection) -> None:
+        """Drop `conn` but keep its slot, for a new connection opened at once with `open`."""
+        conn.abort()
+        if not conn.lost:
+            self._closing.add(conn)
+        self.connections.discard(conn)
+
+    def release(self, conn: _Connection) -> None:
+        """A request is done with `conn`: hand it on, keep it idle, or close it and free its slot."""
+        if not conn.reusable() or self.closed:
+            self._discard(conn)
+            return
+        conn.make_idle()
+        waiters = self._waiters
+        others = False
+        for index, (origin, turn) in enumerate(waiters):
+            if turn.done():
+                continue
+            if origin == conn.origin:
+                del waiters[index]
+                conn.idle = False
+                turn.set_result(conn)
+                return
+            others = True
+        if others or (self._max_idle is not None and self.idle_count >= self._max_idle):
+            self._discard(conn, polite=True)
+            return
+        self._idle.setdefault(conn.origin, []).append(conn)
+        self.idle_count += 1
+
+    def connection_lost(self, conn: _Connection) -> None:
+        """The socket is gone; an idle connection leaves the pool now (one in use, when its request ends)."""
+        self._closing.discard(conn)
+        if conn.idle and conn in self.connections:
+            idle = self._idle.get(conn.origin)
+            if idle is not None and conn in idle:
+                idle.remove(conn)
+                self.idle_count -= 1
+            conn.idle = False
+            self._discard(conn)
+
+    def _discard(self, conn: _Connection, polite: bool = False) -> None:
+        if polite:
+            conn.close()
+        else:
+            conn.abort()
+        if not conn.lost:
+            self._closing.add(conn)
+        if conn in self.connections:
+            self.connections.discard(conn)
+            self._free_slot()
+
+    def _free_slot(self) -> None:
+        """A slot is free: the first request still waiting gets it, else the count drops."""
+        waiters = self._waiters
+        while waiters:
+            _, turn = waiters.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self.slots -= 1
+
+    async def aclose(self) -> None:
+        """Close every connection, idle or in use, and wait (briefly) until their sockets are closed."""
+        self.closed = True
+        self._idle.clear()
+        self.idle_count = 0
+        conns = list(self.connections | self._closing)
+        for conn in conns:
+            conn.fail(httpx.ReadError("the transport was closed"))
+        while self._waiters:  # they find the transport closed when they try to connect
+            _, turn = self._waiters.popleft()
+            if not turn.done():
+                turn.set_result(None)
+        if conns:
+            await asyncio.wait([conn.closing for conn in conns], timeout=1.0)
+
+
+class ResponseStream(httpx.AsyncByteStream):
+    """A response body: yields what has arrived (waiting only when nothing has); closing frees the connection."""
+
+    def __init__(self, conn: _Connection, pool: _Pool, read_timeout: float | None) -> None:
+        self._conn = conn
+        self._pool = pool
+        self._read_timeout = read_timeout
+        self._closed = False
+
+    @property
+    def buffered(self) -> int:
+        """Body bytes received from the server and not yet read (bounded by about BUFFER_LIMIT)."""
+        return self._conn.buffered
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        conn = self._conn
+        timeout = self._read_timeout
+        while True:
+            if conn.buffered:
+                yield conn.take()
+            elif conn.complete:
+                return
+            elif conn.error is not None:
+                raise conn.error
+            else:
+                await conn.receive(timeout)
+
+    async def aclose(self) -> None:
+        """Back to the pool if the response was complete and keep-alive holds; else the connection closes now."""
+        if not self._closed:
+            self._closed = True
+            self._pool.release(self._conn)
+
+
+def _encode(request: httpx.Request, body: bytes) -> tuple[bytes, bool]:
+    """The request's bytes (line, headers, body) and whether it asked to close the connection."""
+    parts = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
+    close = False
+    chunked = False
+    for name, value in request.headers.raw:
+        parts += (name, b": ", value, b"\r\n")
+        if len(name) == 10 and name.lower() == b"connection":
+            close = b"close" in value.lower()
+        elif len(name) == 17 and name.lower() == b"transfer-encoding":
+            chunked = b"chunked" in value.lower()
+    parts.append(b"\r\n")
+    head = b"".join(parts)
+    # h11 refused CR and LF inside a header or the target; so must we, or a value could smuggle a request.
+    if head.count(b"\n") != len(parts) // 4 + 1 or head.count(b"\r") != head.count(b"\n"):
+        raise httpx.LocalProtocolError("a header name or value, or the target, contains CR or LF")
+    if chunked:  # httpx chose chunked for a body of unknown length; it has been read whole by now
+        body = (b"%x\r\n%b\r\n" % (len(body), body) if body else b"") + b"0\r\n\r\n"
+    return head + body, close
+
+
+class HTTPToolsTransport(httpx.AsyncBaseTransport):
+    """An httpx transport for `http://` upstreams on asyncio: httptools' C parser, asyncio Protocols, a small pool."""
+
+    def __init__(self, limits: httpx.Limits = _DEFAULT_LIMITS) -> None:
+        self._pool = _Pool(limits)
+
+    @property
+    def connections(self) -> int:
+        """Connections open (idle or in use)."""
+        return len(self._pool.connections)
+
+    @property
+    def idle_connections(self) -> int:
+        """Keep-alive connections waiting in the pool."""
+        return self._pool.idle_count
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send `request` and return as soon as the response headers are in; the body streams."""
+        url = request.url
+        if url.scheme != "http":
+            raise httpx.UnsupportedProtocol(f"this transport speaks plain http only, not {url.scheme!r}")
+        timeouts = request.extensions.get("timeout") or {}
+        try:
+            body = request.content
+        except httpx.RequestNotRead:
+            stream = cast(httpx.AsyncByteStream, request.stream)
+            body = b"".join([part async for part in stream])
+        data, close = _encode(request, body)
+        head_request = request.method == "HEAD"
+        write_timeout = timeouts.get("write")
+        read_timeout = timeouts.get("read")
+        pool = self._pool
+        conn, reused = await pool.acquire((url.host, url.port or 80), timeouts.get("pool"), timeouts.get("connect"))
+        try:
+            try:
+                await conn.send(data, head_request, close, write_timeout)
+                await conn.receive_headers(read_timeout)
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+                if not reused or conn.received:
+                    raise
+                # The server closed this keep-alive connection while we were choosing it: once more, on a new one.
+                pool.replace(conn)
+                conn = await pool.open(conn.origin, timeouts.get("connect"))
+                await conn.send(data, head_request, close, write_timeout)
+                await conn.receive_headers(read_timeout)
+        except BaseException:
+            pool.release(conn)
+            raise
+        return httpx.Response(
+            conn.status,
+            headers=conn.headers,
+            stream=ResponseStream(conn, pool, read_timeout),
+            extensions={"http_version": conn.http_version, "reason_phrase": conn.reason},
+        )
+
+    async def aclose(self) -> None:
+        """Close every connection; requests still streaming fail with a read error."""
+        await self._pool.aclose()
