@@ -32,7 +32,10 @@ def test_stream_closes_upstream_when_client_disconnects(
 ) -> None:
     fake_ollama.script = Script(tokens=["t"] * 200, delay=0.05)
     with client.stream("POST", "/chat", json={"message": "hi", "stream": True}) as response:
-        next(response.iter_raw())
+        # Keep the iterator referenced: a discarded one is collected at once, and httpcore closes the
+        # connection from its finalizer, before `left` below is taken.
+        chunks = response.iter_raw()
+        next(chunks)
         conversation = response.headers["x-conversation-id"]
         left = time.monotonic()
     closed = fake_ollama.wait_for_client_close(timeout=2, after=left)
