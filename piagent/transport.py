@@ -52,6 +52,7 @@ class _Connection(asyncio.Protocol):
         "_chunks",
         "_close_after",
         "_closing",
+        "_deadline",
         "_drain_waiter",
         "_head_request",
         "_informational",
@@ -59,6 +60,7 @@ class _Connection(asyncio.Protocol):
         "_parser",
         "_pool",
         "_reading_paused",
+        "_timer",
         "_waiter",
         "_writing_paused",
         "buffered",
@@ -87,6 +89,8 @@ class _Connection(asyncio.Protocol):
         self._parser: httptools.HttpResponseParser | None = None
         self._waiter: asyncio.Future[bool] | None = None
         self._drain_waiter: asyncio.Future[bool] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
         self._reading_paused = False
         self._writing_paused = False
         self._close_after = False
@@ -147,6 +151,9 @@ class _Connection(asyncio.Protocol):
         drain = self._drain_waiter
         if drain is not None and not drain.done():
             drain.set_result(False)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if not self._closing.done():
             self._closing.set_result(None)
         self._pool.connection_lost(self)
@@ -297,7 +304,13 @@ class _Connection(asyncio.Protocol):
             if self.lost:
                 raise self.error or httpx.WriteError("the connection was lost while sending the request")
             waiter = self._drain_waiter = self._loop.create_future()
-            if await self._wait(waiter, write_timeout):
+            timer = None if write_timeout is None else self._loop.call_later(write_timeout, _expire, waiter)
+            try:
+                timed_out = await waiter
+            finally:
+                if timer is not None:
+                    timer.cancel()
+            if timed_out:
                 raise httpx.WriteTimeout("timed out sending the request")
 
     async def receive_headers(self, read_timeout: float | None) -> None:
@@ -310,17 +323,28 @@ class _Connection(asyncio.Protocol):
     async def receive(self, read_timeout: float | None) -> None:
         """Wait for the server's next bytes (or its closing); raise ReadTimeout past `read_timeout`."""
         waiter = self._waiter = self._loop.create_future()
-        if await self._wait(waiter, read_timeout):
+        if read_timeout is not None:
+            self._deadline = deadline = self._loop.time() + read_timeout
+            timer = self._timer
+            # One lazy timer per connection rather than one per wait: a streamed reply waits once per
+            # token, and creating and cancelling a timer each time cost more than the wait itself.
+            if timer is None or timer.when() > deadline:
+                if timer is not None:
+                    timer.cancel()
+                self._timer = self._loop.call_at(deadline, self._check_deadline)
+        if await waiter:
             raise httpx.ReadTimeout("timed out waiting for the server")
 
-    async def _wait(self, waiter: asyncio.Future[bool], seconds: float | None) -> bool:
-        """Await `waiter`; True when `seconds` passed first. The timer exists only while waiting."""
-        timer = None if seconds is None else self._loop.call_later(seconds, _expire, waiter)
-        try:
-            return await waiter
-        finally:
-            if timer is not None:
-                timer.cancel()
+    def _check_deadline(self) -> None:
+        """The read timer fired: time out the wait in progress if its deadline has passed, else re-arm."""
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # nobody is waiting; the next wait arms a new timer
+        if self._loop.time() >= self._deadline:
+            waiter.set_result(True)
+        else:
+            self._timer = self._loop.call_at(self._deadline, self._check_deadline)
 
     def take(self) -> bytes:
         """Every body byte received and not yet read, as one piece."""

@@ -303,6 +303,15 @@ async def test_a_stalled_server_raises_read_timeout_and_loses_the_connection(
         assert await asyncio.to_thread(fake_ollama.wait_for_client_close, 2, started) is not None
 
 
+async def test_the_read_timeout_bounds_each_wait_not_the_whole_reply(fake_ollama: FakeOllama) -> None:
+    fake_ollama.script = Script(tokens=["t"] * 6, delay=0.15)
+    async with client_for(timeouts=httpx.Timeout(5.0, read=0.4)) as (client, _):
+        started = time.monotonic()
+        reply = await client.post(f"{fake_ollama.url}/api/chat", json=CHAT)
+        assert reply.content.count(b"\n") == 7
+        assert time.monotonic() - started > 0.8  # twice the read timeout, yet no ReadTimeout
+
+
 async def test_a_server_that_does_not_read_raises_write_timeout() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         await asyncio.sleep(10)  # never reads: the kernel buffers fill and the client must wait
