@@ -132,7 +132,8 @@ def test_each_caller_sees_only_their_own_conversations(http: httpx.Client) -> No
 def test_a_stream_the_client_abandons_is_listed_as_interrupted(http: httpx.Client, fake_ollama: FakeOllama) -> None:
     fake_ollama.script = Script(tokens=["t"] * 200, delay=0.02)
     with http.stream("POST", "/chat", json={"message": "long", "stream": True}) as response:
-        next(response.iter_raw())
+        chunks = response.iter_raw()  # kept: a collected iterator closes the connection before `left`
+        next(chunks)
         conversation = response.headers["x-conversation-id"]
         left = time.monotonic()
     assert fake_ollama.wait_for_client_close(timeout=5, after=left) is not None
