@@ -31,7 +31,6 @@ import httpx
 # Unread body bytes per connection above which the socket is no longer read, so a slow consumer cannot
 # make piagent buffer a fast upstream's whole reply; reading resumes when the consumer has taken them.
 BUFFER_LIMIT: Final = 64 * 1024
-_DEFAULT_LIMITS: Final = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
 
 _Origin = tuple[str, int]
 
@@ -586,8 +585,9 @@ def _encode(request: httpx.Request, body: bytes) -> tuple[bytes, bool]:
 class HTTPToolsTransport(httpx.AsyncBaseTransport):
     """An httpx transport for `http://` upstreams on asyncio: httptools' C parser, asyncio Protocols, a small pool."""
 
-    def __init__(self, limits: httpx.Limits = _DEFAULT_LIMITS) -> None:
-        self._pool = _Pool(limits)
+    def __init__(self, limits: httpx.Limits | None = None) -> None:
+        """`limits` as for httpx.AsyncClient (default: httpx's, 100 connections, 20 kept alive for 5 s)."""
+        self._pool = _Pool(limits or httpx.Limits(max_connections=100, max_keepalive_connections=20))
 
     @property
     def connections(self) -> int:
