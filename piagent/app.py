@@ -17,11 +17,14 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from piagent.agents import Agents, load_agents
+from piagent.auth import ApiKeyMiddleware, load_api_keys
 from piagent.chat import ChatService
 from piagent.exceptions import PiagentError, StoreUnavailable
+from piagent.generations import GenerationLimiter
 from piagent.memory import MemoryStore
 from piagent.page import load_chat_page
 from piagent.providers.ollama import OllamaProvider
+from piagent.ratelimit import RateLimitMiddleware, TokenBuckets
 from piagent.responses import handle_piagent_error
 from piagent.routes import STATE_KEY, Runtime, build_agent_list, build_routes, handle_http_exception, handle_unexpected
 from piagent.settings import Settings
@@ -87,11 +90,26 @@ def _lifespan(
             verify=settings.ollama_url.startswith("https:"),
         ) as client:
             store = open_store() if open_store is not None else None
+            limiter = GenerationLimiter(settings.max_concurrent, settings.max_queue)
             try:
                 if store is not None:
                     await _check_store(store)
-                provider = OllamaProvider(client, settings.ollama_url, settings.keep_alive, settings.max_line_bytes)
-                chat = ChatService(agents, provider, store, log_content=settings.log_content, clock=clock)
+                provider = OllamaProvider(
+                    client,
+                    settings.ollama_url,
+                    settings.keep_alive,
+                    settings.max_line_bytes,
+                    first_token_timeout=settings.first_token_timeout,
+                )
+                chat = ChatService(
+                    agents,
+                    provider,
+                    store,
+                    limiter=limiter,
+                    max_tokens=settings.max_tokens,
+                    log_content=settings.log_content,
+                    clock=clock,
+                )
                 async with anyio.create_task_group() as tasks:
                     if store is not None:
                         tasks.start_soon(purge_expired_forever, store, min(settings.memory_ttl, 60.0))
@@ -100,6 +118,9 @@ def _lifespan(
                     finally:
                         tasks.cancel_scope.cancel()
             finally:
+                # Normally every generation is over by now (the piagent command drains them first); under
+                # a server that cancelled its requests instead, let them unwind before the client closes.
+                await limiter.drain(0)
                 if store is not None:
                     await store.aclose()
 
@@ -128,6 +149,10 @@ def create_app(
     """
     settings = Settings.from_env() if settings is None else settings
     agents = load_agents(settings.prompts_dir, settings.default_agent, settings.model, settings.memory_max_turns)
+    keys = load_api_keys(settings)
+    # Outermost first. CORS before the keys, so a browser's preflight (which never carries a key) is
+    # answered and a 401 still gets the CORS headers that let the page read it; the rate limit after
+    # the keys, so it counts per key.
     middleware = []
     if settings.cors_origins:
         middleware.append(
@@ -136,10 +161,16 @@ def create_app(
                 allow_origins=list(settings.cors_origins),
                 allow_methods=["GET", "POST", "DELETE"],
                 allow_headers=["Authorization", "Content-Type", "Accept"],
-                expose_headers=["X-Conversation-Id"],
+                expose_headers=["X-Conversation-Id", "Retry-After"],
+                # Never credentials: keys travel in the Authorization header, which needs no cookie
+                # mode, and `*` with credentials would let any site act as the logged-in browser.
                 allow_credentials=False,
             )
         )
+    if keys is not None:
+        middleware.append(Middleware(ApiKeyMiddleware, keys=keys))
+    if settings.rate_limit:
+        middleware.append(Middleware(RateLimitMiddleware, buckets=TokenBuckets(settings.rate_limit)))
     chat_page = load_chat_page() if settings.chat_page else None
     return Starlette(
         routes=build_routes(chat_page),

@@ -12,6 +12,7 @@ import anyio
 
 from piagent.agents import Agent, Agents
 from piagent.exceptions import StoreUnavailable
+from piagent.generations import GenerationLimiter
 from piagent.memory import ASSISTANT, USER, MemoryStore, Turn
 from piagent.providers.base import Completion, Message, Provider
 from piagent.schemas import ChatRequest, ChatResponse, Usage
@@ -47,7 +48,12 @@ class PreparedChat:
 
 
 class ChatService:
-    """Runs chats: builds the message list from the agent and history, relays the reply, remembers it."""
+    """Runs chats: builds the message list from the agent and history, relays the reply, remembers it.
+
+    Every generation, whichever front door asked for it, holds a slot of the `limiter` from before
+    its first byte goes upstream until its reply is remembered. `max_tokens` is sent as the reply's
+    length cap when neither the request nor the agent sets one, so no reply can run on unbounded.
+    """
 
     def __init__(
         self,
@@ -55,6 +61,8 @@ class ChatService:
         provider: Provider,
         store: MemoryStore | None,
         *,
+        limiter: GenerationLimiter | None = None,
+        max_tokens: int | None = None,
         log_content: bool = False,
         clock: Callable[[], float] = time.time,
         new_id: Callable[[], str] = new_conversation_id,
@@ -62,6 +70,8 @@ class ChatService:
         self.agents = agents
         self.provider = provider
         self.store = store
+        self.limiter = limiter
+        self._max_tokens = max_tokens
         self._log_content = log_content
         self._clock = clock
         self._new_id = new_id
@@ -84,6 +94,8 @@ class ChatService:
                 value = getattr(request.options, field)
                 if value is not None:
                     options[field] = value
+        if self._max_tokens is not None and "max_tokens" not in options and "num_predict" not in options:
+            options["max_tokens"] = self._max_tokens
         if self._log_content:
             logger.debug("conversation %s: user: %s", conversation_id, request.message)
         return PreparedChat(agent, conversation_id, owner, request.message, messages, options)
@@ -95,7 +107,11 @@ class ChatService:
         a partial reply marked interrupted when the client left or the upstream failed midway. A
         failure before the first piece leaves the conversation as it was. A store that is down when
         the complete reply is to be stored raises `StoreUnavailable` in place of the `ChatResponse`.
+        The wait for a generation slot happens inside the first item, so a caller that stops waiting
+        also leaves the queue.
         """
+        limiter = self.limiter
+        started = await limiter.acquire() if limiter is not None else 0.0
         parts: list[str] = []
         completion: Completion | None = None
         try:
@@ -114,13 +130,19 @@ class ChatService:
                 chat.conversation_id, chat.agent.name, chat.agent.model, reply, completion.done_reason, usage
             )
         finally:
-            if completion is None and parts:
-                try:
-                    await self._remember(chat, "".join(parts), interrupted=True)
-                except StoreUnavailable as exc:
-                    # The stream is already ending on its own error (or the client left): that error
-                    # is the one to report; this one goes to the log.
-                    logger.warning("partial reply in conversation %s not stored: %s", chat.conversation_id, exc.message)
+            try:
+                if completion is None and parts:
+                    try:
+                        await self._remember(chat, "".join(parts), interrupted=True)
+                    except StoreUnavailable as exc:
+                        # The stream is already ending on its own error (or the client left): that error
+                        # is the one to report; this one goes to the log.
+                        logger.warning(
+                            "partial reply in conversation %s not stored: %s", chat.conversation_id, exc.message
+                        )
+            finally:
+                if limiter is not None:
+                    limiter.release(started)
 
     async def complete(self, chat: PreparedChat) -> ChatResponse:
         """The whole reply at once (streamed from upstream all the same, so one code path serves both)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import sys
 from collections.abc import Sequence
@@ -22,13 +23,18 @@ def _log_config(level: str) -> dict[str, Any]:
 
 
 def serve(settings: Settings) -> int:
-    """Run piagent under uvicorn (httptools and uvloop when installed) until interrupted."""
+    """Run piagent under uvicorn (httptools and uvloop when installed) until SIGTERM or Ctrl+C.
+
+    On the signal it stops accepting, gives running generations `PIAGENT_SHUTDOWN_GRACE` seconds,
+    ends the rest cleanly and closes the upstream client (see piagent.server).
+    """
     import uvicorn
 
     from piagent.app import create_app
+    from piagent.server import build_server
 
     app = create_app(settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -37,7 +43,10 @@ def serve(settings: Settings) -> int:
         log_config=_log_config(settings.log_level),
         server_header=False,
     )
-    return 0
+    server = build_server(config, settings.shutdown_grace)
+    with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl+C forces the exit: no traceback for it
+        server.run()
+    return 0 if server.started else 3
 
 
 def list_agents(settings: Settings) -> int:

@@ -8,13 +8,17 @@ One handler registered for `PiagentError` turns any of them into
     ├── AgentDefinitionError ........ start-up: a prompt file that does not parse (never served)
     ├── RequestError
     │   ├── InvalidJSON ............. 400
+    │   ├── Unauthorized ............ 401 (no or a wrong API key; WWW-Authenticate)
     │   ├── NotFound ................ 404 (unknown route)
     │   ├── MethodNotAllowed ........ 405
     │   ├── PayloadTooLarge ......... 413
     │   ├── UnsupportedMediaType .... 415
     │   ├── ValidationFailed ........ 422 (names the field)
     │   ├── AgentNotFound ........... 404 (lists the known agents)
-    │   └── ConversationNotFound .... 404 (unknown, expired or someone else's)
+    │   ├── ConversationNotFound .... 404 (unknown, expired or someone else's)
+    │   └── RateLimited ............. 429 (this key's requests a minute; Retry-After)
+    ├── Busy ........................ 503 (every generation slot and queue place is taken; Retry-After)
+    ├── ShuttingDown ................ 503 (the server is stopping; generations are refused or ended)
     ├── UpstreamError ............... 502 (carries the upstream's own message)
     │   ├── UpstreamUnavailable ..... 503
     │   └── UpstreamTimeout ......... 504
@@ -30,6 +34,8 @@ class PiagentError(Exception):
 
     code = "internal_error"
     status_code = 500
+    # Extra response headers (Retry-After, WWW-Authenticate); None for most errors.
+    headers: dict[str, str] | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -60,6 +66,14 @@ class InvalidJSON(RequestError):
 
     code = "invalid_json"
     status_code = 400
+
+
+class Unauthorized(RequestError):
+    """The request carries no API key, or one the server does not know."""
+
+    code = "unauthorized"
+    status_code = 401
+    headers = {"WWW-Authenticate": "Bearer"}  # noqa: RUF012 - read-only, shared by every instance
 
 
 class NotFound(RequestError):
@@ -109,6 +123,35 @@ class ConversationNotFound(RequestError):
 
     code = "conversation_not_found"
     status_code = 404
+
+
+class RateLimited(RequestError):
+    """This caller sent more requests than its per-minute allowance; Retry-After says when to come back."""
+
+    code = "rate_limited"
+    status_code = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+class Busy(PiagentError):
+    """Every generation slot and every place in the wait queue is taken; Retry-After estimates when one frees."""
+
+    code = "busy"
+    status_code = 503
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+class ShuttingDown(PiagentError):
+    """The server is stopping: no new generation starts, and the ones past the grace period are ended."""
+
+    code = "shutting_down"
+    status_code = 503
 
 
 class UpstreamError(PiagentError):

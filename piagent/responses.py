@@ -26,8 +26,10 @@ class JSONResponse(Response):
 
 
 def error_response(exc: PiagentError, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    """The JSON error body and status for one of piagent's errors."""
+    """The JSON error body and status for one of piagent's errors, with its own headers (Retry-After, ...)."""
     body = ErrorBody(ErrorDetail(exc.code, exc.message))
+    if exc.headers is not None:
+        headers = {**exc.headers, **headers} if headers else exc.headers
     return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
 

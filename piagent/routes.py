@@ -6,10 +6,12 @@ from functools import partial
 from typing import NamedTuple
 
 import msgspec
+from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Scope
 
 from piagent import __version__
 from piagent.agents import Agents
@@ -62,6 +64,18 @@ def owner_of(request: Request) -> str:
     return owner
 
 
+def route_path(scope: Scope) -> str:
+    """The path inside piagent, also when it is mounted under a prefix (for middleware, before routing)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+def wants_deep_health(query: QueryParams) -> bool:
+    """Whether `/health` is asked to check the upstream too (`?deep=1`, `true` or `yes`)."""
+    return query.get("deep", "").lower() in ("1", "true", "yes")
+
+
 def get_runtime(request: Request) -> Runtime:
     """The lifespan's Runtime, or a clear error when the host never ran piagent's lifespan."""
     runtime: Runtime | None = request.scope.get("state", {}).get(STATE_KEY)
@@ -96,7 +110,7 @@ async def read_json_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def decode_chat_request(body: bytes, max_message_chars: int) -> ChatRequest:
+def decode_chat_request(body: bytes, max_message_chars: int, max_tokens: int) -> ChatRequest:
     """Decode and validate `POST /chat`; a 400 for JSON syntax, a 422 naming the field otherwise."""
     try:
         chat_request = _CHAT_REQUEST.decode(body)
@@ -108,6 +122,11 @@ def decode_chat_request(body: bytes, max_message_chars: int) -> ChatRequest:
         raise ValidationFailed(
             f"the message is {len(chat_request.message)} characters; at most {max_message_chars} "
             "are allowed - at `$.message`"
+        )
+    options = chat_request.options
+    if options is not None and options.max_tokens is not None and options.max_tokens > max_tokens:
+        raise ValidationFailed(
+            f"max_tokens is {options.max_tokens}; at most {max_tokens} are allowed - at `$.options.max_tokens`"
         )
     return chat_request
 
@@ -133,7 +152,7 @@ async def _count_conversations(store: MemoryStore, store_health: StoreHealth | N
 async def health(request: Request) -> Response:
     """`GET /health`: the server is up; `?deep=1` also asks the model server and the store (503 if one is down)."""
     runtime = get_runtime(request)
-    deep = request.query_params.get("deep", "").lower() in ("1", "true", "yes")
+    deep = wants_deep_health(request.query_params)
     store = runtime.store
     upstream = await runtime.provider.check() if deep else None
     store_health = await _store_health(store) if deep and store is not None else None
@@ -158,16 +177,19 @@ async def chat(request: Request) -> Response | ReplyStream:
     """`POST /chat`: a whole reply as JSON, or streamed as plain text, SSE or NDJSON."""
     runtime = get_runtime(request)
     body = await read_json_body(request, runtime.settings.max_body_bytes)
-    chat_request = decode_chat_request(body, runtime.settings.max_message_chars)
+    settings = runtime.settings
+    chat_request = decode_chat_request(body, settings.max_message_chars, settings.max_tokens)
     prepared = await runtime.chat.prepare(chat_request, owner_of(request))
+    limiter = runtime.chat.limiter
     if not chat_request.stream:
-        reply = await until_disconnect(request.receive, partial(runtime.chat.complete, prepared))
+        reply = await until_disconnect(request.receive, partial(runtime.chat.complete, prepared), limiter)
         return JSONResponse(reply, headers={"X-Conversation-Id": prepared.conversation_id})
     replies = runtime.chat.stream(prepared)
-    # The first item is awaited before any byte is sent, so a failure up to the first token still
-    # gets its real status code instead of a 200 with an error inside.
-    first = await until_disconnect(request.receive, replies.__anext__)
-    return ReplyStream(first, replies, choose_format(request.headers.get("accept", "")), prepared.conversation_id)
+    # The first item is awaited before any byte is sent, so a failure up to the first token (a full
+    # queue included) still gets its real status code instead of a 200 with an error inside.
+    first = await until_disconnect(request.receive, replies.__anext__, limiter)
+    stream_format = choose_format(request.headers.get("accept", ""))
+    return ReplyStream(first, replies, stream_format, prepared.conversation_id, limiter)
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:

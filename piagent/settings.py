@@ -117,6 +117,24 @@ def _text(text: str) -> str:
     return text.strip()
 
 
+# Shorter keys could be guessed, and the owner id derived from a key would let a guess be checked offline.
+MIN_KEY_LENGTH = 16
+
+
+def check_api_key(key: str) -> str:
+    """`key` if it is long enough and has no spaces; the error never repeats the key."""
+    if len(key) < MIN_KEY_LENGTH or any(ch.isspace() or not ch.isprintable() for ch in key):
+        raise ValueError(
+            f"keys of at least {MIN_KEY_LENGTH} printable characters without spaces "
+            "(make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    return key
+
+
+def _api_keys(text: str) -> tuple[str, ...]:
+    return tuple(check_api_key(part.strip()) for part in text.split(",") if part.strip())
+
+
 class _Key(NamedTuple):
     """One configuration key: its environment name, the Settings field, default, parser and meaning."""
 
@@ -125,6 +143,7 @@ class _Key(NamedTuple):
     default: str
     parse: Callable[[str], Any]
     meaning: str
+    secret: bool = False  # never printed, not even in an error
 
 
 # The single source of truth for configuration: Settings.from_env, the README table and
@@ -174,11 +193,18 @@ KEYS: tuple[_Key, ...] = (
         "Seconds to wait for a connection to the model server.",
     ),
     _Key(
-        "PIAGENT_READ_TIMEOUT",
-        "read_timeout",
+        "PIAGENT_FIRST_TOKEN_TIMEOUT",
+        "first_token_timeout",
         "300",
         _seconds(0.01, 86_400),
-        "Seconds to wait for the next bytes from the model server; covers a cold model load.",
+        "Seconds to wait for the model server to start its reply; covers a cold model load.",
+    ),
+    _Key(
+        "PIAGENT_READ_TIMEOUT",
+        "read_timeout",
+        "60",
+        _seconds(0.01, 86_400),
+        "Seconds of silence allowed once the model server has started its reply (the gap between tokens).",
     ),
     _Key(
         "PIAGENT_MAX_CONNECTIONS",
@@ -223,6 +249,56 @@ KEYS: tuple[_Key, ...] = (
         "Longest single line accepted from the model server; longer is an upstream error.",
     ),
     _Key(
+        "PIAGENT_MAX_TOKENS",
+        "max_tokens",
+        "1024",
+        _integer(1, 1_000_000),
+        "Most tokens one reply may ask for (`max_tokens` over it gets 422); also sent when nobody sets one.",
+    ),
+    _Key(
+        "PIAGENT_MAX_CONCURRENT",
+        "max_concurrent",
+        "1",
+        _integer(1, 1000),
+        "Generations run at once; match the model server's parallelism (OLLAMA_NUM_PARALLEL).",
+    ),
+    _Key(
+        "PIAGENT_MAX_QUEUE",
+        "max_queue",
+        "8",
+        _integer(0, 100_000),
+        "Generations waiting for a slot at most; past them the answer is 503 `busy` with Retry-After.",
+    ),
+    _Key(
+        "PIAGENT_API_KEYS",
+        "api_keys",
+        "",
+        _api_keys,
+        "Comma-separated API keys; when any is set, every endpoint but `/health` needs `Authorization: Bearer`.",
+        secret=True,
+    ),
+    _Key(
+        "PIAGENT_API_KEYS_FILE",
+        "api_keys_file",
+        "",
+        _text,
+        "A file of API keys, one a line (`#` comments), added to `PIAGENT_API_KEYS`.",
+    ),
+    _Key(
+        "PIAGENT_RATE_LIMIT",
+        "rate_limit",
+        "0",
+        _integer(0, 1_000_000),
+        "Requests a minute per API key (per client address without keys), in bursts up to it; 0: off.",
+    ),
+    _Key(
+        "PIAGENT_SHUTDOWN_GRACE",
+        "shutdown_grace",
+        "30",
+        _seconds(0, 3600),
+        "Seconds running generations get to finish on SIGTERM before they are ended.",
+    ),
+    _Key(
         "PIAGENT_CORS_ORIGINS",
         "cors_origins",
         "",
@@ -263,18 +339,39 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     memory_ttl: float = 3600.0
     memory_max_conversations: int = 1000
     connect_timeout: float = 3.0
-    read_timeout: float = 300.0
+    first_token_timeout: float = 300.0
+    read_timeout: float = 60.0
     max_connections: int = 16
     fast_transport: bool = True
     keep_alive: str = ""
     max_body_bytes: int = 65536
     max_message_chars: int = 16000
     max_line_bytes: int = 1048576
+    max_tokens: int = 1024
+    max_concurrent: int = 1
+    max_queue: int = 8
+    api_keys: tuple[str, ...] = ()
+    api_keys_file: str = ""
+    rate_limit: int = 0
+    shutdown_grace: float = 30.0
     cors_origins: tuple[str, ...] = ()
     chat_page: bool = True
     log_level: str = "info"
     access_log: bool = True
     log_content: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_concurrent > self.max_connections:
+            raise SettingsError(
+                f"PIAGENT_MAX_CONCURRENT={self.max_concurrent} is not allowed: expected at most "
+                f"PIAGENT_MAX_CONNECTIONS ({self.max_connections}), or generations would wait for a connection"
+            )
+
+    def __repr__(self) -> str:
+        # Without the API keys, and without a password in the memory URL: a repr can end up in a log.
+        shown = {key.field: getattr(self, key.field) for key in KEYS if not key.secret}
+        shown["memory_url"] = redact_url(self.memory_url)
+        return "Settings(" + ", ".join(f"{field}={value!r}" for field, value in shown.items()) + ", ...)"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, env_file: str | None = None) -> Settings:
@@ -296,7 +393,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             try:
                 values[key.field] = key.parse(raw)
             except ValueError as exc:
-                raise SettingsError(f"{key.env}={raw!r} is not allowed: expected {exc}") from exc
+                shown = "<hidden>" if key.secret else repr(raw)
+                raise SettingsError(f"{key.env}={shown} is not allowed: expected {exc}") from exc
         return cls(**values)
 
     def describe(self) -> list[tuple[str, str]]:
@@ -317,13 +415,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 # A key whose name holds one of these carries a secret (API keys, tokens, passwords) and is never printed.
 _SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+_KEYS_BY_ENV = {key.env: key for key in KEYS}
 MASK = "***"
 
 
 def mask_secret(name: str, text: str) -> str:
-    """`text` fit to print: hidden whole when `name` says it is a secret, any URL's password hidden otherwise."""
+    """`text` fit to print: hidden whole when `name` says it is a secret, any URL's password hidden otherwise.
+
+    piagent's own keys say so themselves (so `PIAGENT_MAX_TOKENS` is shown and `PIAGENT_API_KEYS` is
+    not); any other name is judged by the words in it.
+    """
     if not text:
         return text
-    if any(marker in name.upper() for marker in _SECRET_MARKERS):
+    own = _KEYS_BY_ENV.get(name)
+    if own.secret if own is not None else any(marker in name.upper() for marker in _SECRET_MARKERS):
         return MASK
     return ",".join(redact_url(part) for part in text.split(","))

@@ -9,7 +9,8 @@ from typing import NamedTuple, TypeVar
 import anyio
 from starlette.types import Receive, Scope, Send
 
-from piagent.exceptions import PiagentError
+from piagent.exceptions import PiagentError, ShuttingDown
+from piagent.generations import GenerationLimiter
 from piagent.responses import ENCODER
 from piagent.schemas import ChatResponse, DoneEvent, ErrorEvent
 
@@ -73,23 +74,37 @@ async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> N
     scope.cancel()
 
 
-async def until_disconnect(receive: Receive, work: Callable[[], Awaitable[T]]) -> T:
+def _halted_error() -> ShuttingDown:
+    return ShuttingDown("piagent is shutting down; the reply was ended after the grace period")
+
+
+async def until_disconnect(
+    receive: Receive, work: Callable[[], Awaitable[T]], limiter: GenerationLimiter | None = None
+) -> T:
     """Await `work()` unless the client disconnects first: then cancel it and raise ClientDisconnected.
 
+    With a `limiter`, a shutdown that halts generations cancels the work too, raising ShuttingDown.
     Only for after the request body has been read: the watcher consumes `receive`.
     """
     outcome: list[T] = []
     error: Exception | None = None
     async with anyio.create_task_group() as group:
         group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
+        if limiter is not None:
+            limiter.watch(group.cancel_scope)
         try:
             outcome.append(await work())
         except Exception as exc:  # re-raised below, outside the group, so it is not wrapped in a group
             error = exc
+        finally:
+            if limiter is not None:
+                limiter.unwatch(group.cancel_scope)
         group.cancel_scope.cancel()
     if error is not None:
         raise error
     if not outcome:
+        if limiter is not None and limiter.halted:
+            raise _halted_error()
         raise ClientDisconnected("the client disconnected")
     return outcome[0]
 
@@ -98,8 +113,9 @@ class ReplyStream:
     """An ASGI response relaying a reply whose first item was already read (so the status is honest).
 
     It watches for the client leaving and then closes the reply at once, which closes the upstream
-    request and stores the partial reply; it closes the reply itself in every case rather than
-    trusting garbage collection to finalize the generator.
+    request, stores the partial reply and frees the generation slot; it closes the reply itself in
+    every case rather than trusting garbage collection to finalize the generator. A shutdown that
+    halts generations (the `limiter`'s) ends the stream with an `error` event where the format has one.
     """
 
     def __init__(
@@ -108,11 +124,13 @@ class ReplyStream:
         replies: AsyncGenerator[str | ChatResponse, None],
         stream_format: StreamFormat,
         conversation_id: str,
+        limiter: GenerationLimiter | None = None,
     ) -> None:
         self._first = first
         self._replies = replies
         self._format = stream_format
         self._conversation_id = conversation_id
+        self._limiter = limiter
         self._headers = [
             (b"content-type", stream_format.media_type.encode()),
             (b"cache-control", b"no-cache"),
@@ -121,16 +139,28 @@ class ReplyStream:
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self._headers})
-        complete = False
-        async with anyio.create_task_group() as group:
-            group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
-            try:
-                complete = await self._relay(send)
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await self._replies.aclose()
-                group.cancel_scope.cancel()
+        limiter = self._limiter
+        complete = relayed = False
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self._headers})
+            async with anyio.create_task_group() as group:
+                group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
+                if limiter is not None:
+                    limiter.watch(group.cancel_scope)  # cancels at once if the halt came before this
+                try:
+                    complete = await self._relay(send)
+                    relayed = True
+                finally:
+                    if limiter is not None:
+                        limiter.unwatch(group.cancel_scope)
+                    group.cancel_scope.cancel()
+        finally:
+            # Closing the reply closes the upstream request, stores the partial reply and frees the slot.
+            with anyio.CancelScope(shield=True):
+                await self._replies.aclose()
+        if not relayed and limiter is not None and limiter.halted:
+            logger.warning("reply in conversation %s ended by the shutdown", self._conversation_id)
+            complete = await self._send_error(_halted_error(), send)
         if complete:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 

@@ -70,6 +70,7 @@ def test_request_options_override_the_agents(client: httpx.Client, fake_ollama: 
         "top_p": 0.5,
         "seed": 3,
         "stop": ["\n"],
+        "num_predict": 1024,  # PIAGENT_MAX_TOKENS, since neither the request nor the agent set a length
     }
 
 
@@ -212,7 +213,9 @@ def test_a_partial_reply_cut_by_an_upstream_error_is_remembered(client: httpx.Cl
     [
         pytest.param(Script(status=404, error="model 'x' not found"), {}, 502, "upstream_error", id="upstream-404"),
         pytest.param(Script(status=503, error="server busy"), {}, 503, "upstream_unavailable", id="upstream-busy"),
-        pytest.param(Script(stall_before_headers=True), {"read_timeout": 0.3}, 504, "upstream_timeout", id="stall"),
+        pytest.param(
+            Script(stall_before_headers=True), {"first_token_timeout": 0.3}, 504, "upstream_timeout", id="stall"
+        ),
         pytest.param(Script(stall_after=0), {"read_timeout": 0.3}, 504, "upstream_timeout", id="stall-after-headers"),
         pytest.param(Script(reset_after=-1), {}, 502, "upstream_error", id="reset-before-answer"),
         pytest.param(Script(raw_body=[b"not json\n"]), {}, 502, "upstream_error", id="invalid-json"),

@@ -101,7 +101,7 @@ async def test_an_error_status_carries_the_upstream_message(
         pytest.param(
             httpx.ConnectTimeout("slow"), UpstreamUnavailable, "did not accept a connection", id="connect-timeout"
         ),
-        pytest.param(httpx.ReadTimeout("slow"), UpstreamTimeout, "did not answer in time", id="read-timeout"),
+        pytest.param(httpx.ReadTimeout("slow"), UpstreamTimeout, "did not start its reply within", id="read-timeout"),
         pytest.param(httpx.RemoteProtocolError("reset"), UpstreamError, "broke the connection", id="reset"),
     ],
 )

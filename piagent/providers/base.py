@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import msgspec
 
 from piagent.schemas import UpstreamHealth
+
+# What an upstream's own error text may carry that a client must never see: URLs (the upstream's or its
+# runner's), network addresses and file paths (model blobs under the server's home, for instance).
+_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+_ADDRESS = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b|\[[0-9A-Fa-f:]+\](?::\d+)?")
+_PATH = re.compile(r"(?:(?<=^)|(?<=[\s'\"(=,]))~?/[^\s'\"():,]+/[^\s'\"():,]*|\b[A-Za-z]:\\[^\s'\"]+")
+MAX_UPSTREAM_TEXT = 300
+
+
+def redact(text: str) -> str:
+    """An upstream's error text fit for a client: URLs, addresses and paths replaced, length capped."""
+    text = _URL.sub("<url>", text)
+    text = _ADDRESS.sub("<address>", text)
+    text = _PATH.sub("<path>", text)
+    return text if len(text) <= MAX_UPSTREAM_TEXT else text[:MAX_UPSTREAM_TEXT] + "..."
 
 
 class Message(msgspec.Struct, frozen=True):

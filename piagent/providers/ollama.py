@@ -9,7 +9,7 @@ import httpx
 import msgspec
 
 from piagent.exceptions import UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from piagent.providers.base import Completion, Message
+from piagent.providers.base import Completion, Message, redact
 from piagent.providers.lines import iter_lines
 from piagent.schemas import UpstreamHealth
 
@@ -95,11 +95,16 @@ def _error_text(body: bytes) -> str:
         text = msgspec.json.decode(body, type=_ErrorBody).error
     except (msgspec.DecodeError, UnicodeDecodeError):
         text = ""
-    return text or body[:200].decode("utf-8", "replace").strip() or "no error text"
+    return redact(text or body[:200].decode("utf-8", "replace").strip()) or "no error text"
 
 
 class OllamaProvider:
-    """Talks to one Ollama server; owns nothing but its encoder and decoders (the client is shared)."""
+    """Talks to one Ollama server; owns nothing but its encoder and decoders (the client is shared).
+
+    Two read timeouts, at no cost per token: until the response head arrives, `first_token_timeout`
+    (Ollama sends its head with the first token, after loading the model and reading the prompt);
+    after it, the client's own read timeout, the longest silence allowed between two pieces.
+    """
 
     def __init__(
         self,
@@ -108,9 +113,16 @@ class OllamaProvider:
         keep_alive: str = "",
         max_line_bytes: int = 1 << 20,
         name: str = "ollama",
+        first_token_timeout: float | None = None,
     ) -> None:
         self.name = name
         self._client = client
+        timeout = client.timeout
+        self._idle_timeout = timeout.read
+        self._first_token_timeout = timeout.read if first_token_timeout is None else first_token_timeout
+        self._head_timeout = httpx.Timeout(
+            connect=timeout.connect, read=self._first_token_timeout, write=timeout.write, pool=timeout.pool
+        )
         # Parsed once: httpx would otherwise parse the URL string and build the headers on every request.
         self._chat_url = httpx.URL(f"{base_url}/api/chat")
         self._version_url = httpx.URL(f"{base_url}/api/version")
@@ -132,8 +144,15 @@ class OllamaProvider:
         body = self._body(model, messages, options)
         decode = self._decoder.decode
         completion: Completion | None = None
+        answering = False
         try:
-            async with self._client.stream("POST", self._chat_url, content=body, headers=self._headers) as response:
+            async with self._client.stream(
+                "POST", self._chat_url, content=body, headers=self._headers, timeout=self._head_timeout
+            ) as response:
+                # The head is in: from now on the longest silence allowed is the idle timeout. httpcore
+                # looks this value up once when the body starts, so this one write covers every read.
+                response.request.extensions["timeout"]["read"] = self._idle_timeout
+                answering = True
                 if response.status_code != 200:
                     await response.aread()
                     raise self._status_error(response.status_code, response.content)
@@ -145,18 +164,25 @@ class OllamaProvider:
                     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                         raise UpstreamError(f"{self.name} sent a line that is not valid JSON: {exc}") from exc
                     if chunk.error is not None:
-                        raise UpstreamError(f"{self.name}: {chunk.error}")
+                        raise UpstreamError(f"{self.name}: {redact(chunk.error)}")
                     if chunk.message is not None and chunk.message.content:
                         yield chunk.message.content
                     if chunk.done:
                         completion = Completion(chunk.done_reason, chunk.prompt_eval_count, chunk.eval_count)
         except httpx.TransportError as exc:
             if completion is None:
-                raise translate_transport_error(exc, self.name) from exc
+                raise self._transport_error(exc, answering) from exc
             # The reply was whole; a failure while reading past its end only costs the connection.
         if completion is None:
             raise UpstreamError(f"{self.name} ended the stream before the reply was done")
         yield completion
+
+    def _transport_error(self, exc: httpx.TransportError, answering: bool) -> UpstreamError:
+        if isinstance(exc, httpx.ReadTimeout):
+            if answering:
+                return UpstreamTimeout(f"{self.name} went silent for {self._idle_timeout:g} s after starting its reply")
+            return UpstreamTimeout(f"{self.name} did not start its reply within {self._first_token_timeout:g} s")
+        return translate_transport_error(exc, self.name)
 
     def _status_error(self, status: int, body: bytes) -> UpstreamError:
         message = f"{self.name}: {_error_text(body)} (HTTP {status})"
