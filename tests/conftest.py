@@ -13,7 +13,7 @@ import pytest
 from piagent import Settings, create_app
 from tests.fake_ollama import FakeOllama
 from tests.redis_server import REDIS_SERVER, SKIP_REASON, RedisServer
-from tests.servers import serve_in_thread
+from tests.servers import Served, serve_app, serve_in_thread
 
 MakeSettings = Callable[..., Settings]
 
@@ -80,9 +80,24 @@ def serve(make_settings: MakeSettings) -> Callable[..., Any]:
 
 
 @pytest.fixture
-def server(serve: Callable[..., Any]) -> Iterator[str]:
-    with serve() as url:
-        yield url
+def serve_full(make_settings: MakeSettings) -> Callable[..., Any]:
+    """Like `serve`, but the context manager yields a `Served`: the URL plus the server's loop and state."""
+
+    def start(**overrides: Any) -> Any:
+        return serve_app(create_app(make_settings(**overrides)))
+
+    return start
+
+
+@pytest.fixture
+def served(serve_full: Callable[..., Any]) -> Iterator[Served]:
+    with serve_full() as running:
+        yield running
+
+
+@pytest.fixture
+def server(served: Served) -> str:
+    return served.url
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ import pytest
 
 from piagent.schemas import TokenEvent
 from tests.fake_ollama import FakeOllama, Script
+from tests.servers import Served
+from tests.settle import assert_settled, baseline_tasks
 
 
 def chat(client: httpx.Client, **body: Any) -> httpx.Response:
@@ -208,29 +210,185 @@ def test_a_partial_reply_cut_by_an_upstream_error_is_remembered(client: httpx.Cl
     assert [m["content"] for m in fake_ollama.chat_requests[-1]["messages"][1:]] == ["q", "partial", "next"]
 
 
+# Short timeouts and a small line cap, so every fault below shows within a fraction of a second.
+FAULT_SETTINGS: dict[str, Any] = {"first_token_timeout": 0.5, "read_timeout": 0.3, "max_line_bytes": 1024}
+LONG_LINE = b'{"message":{"content":"' + b"x" * 2000 + b'"},"done":false}\n'
+NOT_UTF8 = b'{"message":{"content":"\xff\xfe"},"done":false}\n'
+
+
+def token_line(text: str) -> bytes:
+    return msgspec.json.encode({"message": {"role": "assistant", "content": text}, "done": False}) + b"\n"
+
+
+def stored_turns(served: Served, conversation: str) -> list[tuple[str, str, bool]]:
+    """The conversation as the server's memory holds it: (role, text, interrupted) per turn."""
+    store = served.runtime.store
+    assert store is not None
+    return [(t.role, t.text, t.interrupted) for t in served.call(lambda: store.history(conversation, "", 100))]
+
+
+def start_conversation(client: httpx.Client, fake: FakeOllama) -> tuple[str, list[tuple[str, str, bool]]]:
+    fake.script = Script(tokens=["fine"])
+    conversation = chat(client, message="before").json()["conversation_id"]
+    return conversation, [("user", "before", False), ("assistant", "fine", False)]
+
+
 @pytest.mark.parametrize(
-    ("script", "overrides", "status", "code"),
+    ("script", "status", "code", "message"),
     [
-        pytest.param(Script(status=404, error="model 'x' not found"), {}, 502, "upstream_error", id="upstream-404"),
-        pytest.param(Script(status=503, error="server busy"), {}, 503, "upstream_unavailable", id="upstream-busy"),
         pytest.param(
-            Script(stall_before_headers=True), {"first_token_timeout": 0.3}, 504, "upstream_timeout", id="stall"
+            Script(status=404, error="model 'x' not found"),
+            502,
+            "upstream_error",
+            "ollama: model 'x' not found (HTTP 404)",
+            id="upstream-404",
         ),
-        pytest.param(Script(stall_after=0), {"read_timeout": 0.3}, 504, "upstream_timeout", id="stall-after-headers"),
-        pytest.param(Script(reset_after=-1), {}, 502, "upstream_error", id="reset-before-answer"),
-        pytest.param(Script(raw_body=[b"not json\n"]), {}, 502, "upstream_error", id="invalid-json"),
+        pytest.param(
+            Script(status=500, error="model requires more system memory"),
+            502,
+            "upstream_error",
+            "ollama: model requires more system memory (HTTP 500)",
+            id="upstream-500",
+        ),
+        pytest.param(
+            Script(status=503, error="server busy"), 503, "upstream_unavailable", "server busy", id="upstream-busy"
+        ),
+        pytest.param(
+            Script(stall_before_headers=True),
+            504,
+            "upstream_timeout",
+            "ollama did not start its reply within 0.5 s",
+            id="stall-before-the-head",
+        ),
+        pytest.param(
+            Script(stall_after=0),
+            504,
+            "upstream_timeout",
+            "ollama went silent for 0.3 s after starting its reply",
+            id="stall-after-the-head",
+        ),
+        pytest.param(Script(reset_after=-1), 502, "upstream_error", "broke the connection", id="reset-before-the-head"),
+        pytest.param(Script(reset_after=0), 502, "upstream_error", "broke the connection", id="reset-after-the-head"),
+        pytest.param(Script(raw_body=[b"not json\n"]), 502, "upstream_error", "not valid JSON", id="invalid-json"),
+        pytest.param(
+            Script(raw_body=[LONG_LINE]), 502, "upstream_error", "longer than 1024 bytes", id="line-over-the-cap"
+        ),
+        pytest.param(Script(raw_body=[NOT_UTF8]), 502, "upstream_error", "not valid JSON", id="not-utf8"),
     ],
 )
-@pytest.mark.parametrize("stream", [pytest.param(False, id="json"), pytest.param(True, id="stream")])
-def test_upstream_failures_map_to_statuses(
-    serve: Any, fake_ollama: FakeOllama, script: Script, overrides: dict[str, Any], status: int, code: str, stream: bool
+def test_upstream_failures_before_the_first_token_get_a_status_and_leave_nothing_behind(
+    serve_full: Any, fake_ollama: FakeOllama, script: Script, status: int, code: str, message: str
 ) -> None:
-    fake_ollama.script = script
-    with serve(**overrides) as url, httpx.Client(base_url=url) as client:
-        response = chat(client, stream=stream)
-    assert response.status_code == status
-    assert response.json()["error"]["code"] == code
-    assert "127.0.0.1" not in response.text
+    with serve_full(**FAULT_SETTINGS) as served, httpx.Client(base_url=served.url) as client:
+        baseline = baseline_tasks(served)
+        for stream, accept in [(False, "application/json"), (True, "text/event-stream")]:
+            conversation, before = start_conversation(client, fake_ollama)
+            fake_ollama.script = script
+            response = client.post(
+                "/chat",
+                json={"message": "lost", "conversation_id": conversation, "stream": stream},
+                headers={"Accept": accept},
+            )
+            assert response.status_code == status, (stream, response.text)
+            assert response.json() == {"error": {"code": code, "message": response.json()["error"]["message"]}}
+            assert message in response.json()["error"]["message"]
+            assert "127.0.0.1" not in response.text
+            assert_settled(served, baseline, fake_ollama)
+            assert stored_turns(served, conversation) == before
+
+
+@pytest.mark.parametrize(
+    ("script", "code", "message", "partials"),
+    [
+        # A TCP reset makes the kernel drop what was not read yet, so "b" (sent just before it) may be lost.
+        pytest.param(
+            Script(tokens=["a", "b", "c"], delay=0.1, reset_after=2),
+            "upstream_error",
+            "broke the connection",
+            ("a", "ab"),
+            id="reset",
+        ),
+        pytest.param(
+            Script(tokens=["a", "b", "c"], stall_after=2),
+            "upstream_timeout",
+            "went silent for 0.3 s",
+            ("ab",),
+            id="stall",
+        ),
+        pytest.param(
+            Script(tokens=["a", "b", "c"], error_after=2, error="out of memory"),
+            "upstream_error",
+            "ollama: out of memory",
+            ("ab",),
+            id="error-line",
+        ),
+        pytest.param(
+            Script(raw_body=[token_line("a"), token_line("b"), b"{nope\n"]),
+            "upstream_error",
+            "not valid JSON",
+            ("ab",),
+            id="invalid-json",
+        ),
+        pytest.param(
+            Script(raw_body=[token_line("a"), token_line("b"), LONG_LINE]),
+            "upstream_error",
+            "longer than 1024 bytes",
+            ("ab",),
+            id="line-over-the-cap",
+        ),
+        pytest.param(
+            Script(raw_body=[token_line("a"), token_line("b"), NOT_UTF8]),
+            "upstream_error",
+            "not valid JSON",
+            ("ab",),
+            id="not-utf8",
+        ),
+    ],
+)
+def test_upstream_failures_mid_stream_end_in_band_and_keep_the_partial_reply(
+    serve_full: Any, fake_ollama: FakeOllama, script: Script, code: str, message: str, partials: tuple[str, ...]
+) -> None:
+    def assert_partial_kept(served: Served, conversation: str, before: list[Any], seen: str) -> None:
+        assert seen in partials
+        assert_settled(served, baseline, fake_ollama)
+        assert stored_turns(served, conversation) == [*before, ("user", "cut", False), ("assistant", seen, True)]
+
+    body = {"message": "cut", "stream": True}
+    with serve_full(**FAULT_SETTINGS) as served, httpx.Client(base_url=served.url) as client:
+        baseline = baseline_tasks(served)
+        for accept in ["text/event-stream", "application/x-ndjson"]:
+            conversation, before = start_conversation(client, fake_ollama)
+            fake_ollama.script = script
+            response = client.post("/chat", json={**body, "conversation_id": conversation}, headers={"Accept": accept})
+            assert response.status_code == 200
+            if accept == "text/event-stream":
+                events = [data for _, data in sse_events(response.text)]
+            else:
+                events = [msgspec.json.decode(line) for line in response.text.splitlines()]
+            *tokens, last = events
+            assert all(event["event"] == "token" for event in tokens)
+            assert last == {"event": "error", "code": code, "message": last["message"]}
+            assert message in last["message"]
+            assert_partial_kept(served, conversation, before, "".join(event["text"] for event in tokens))
+
+        conversation, before = start_conversation(client, fake_ollama)
+        fake_ollama.script = script
+        received: list[bytes] = []
+        with (
+            pytest.raises(httpx.RemoteProtocolError),  # plain text: an incomplete transfer tells the client
+            client.stream("POST", "/chat", json={**body, "conversation_id": conversation}) as response,
+        ):
+            received.extend(response.iter_raw())
+        assert_partial_kept(served, conversation, before, b"".join(received).decode())
+
+        conversation, before = start_conversation(client, fake_ollama)
+        fake_ollama.script = script
+        response = chat(client, message="cut", conversation_id=conversation)
+        assert response.status_code in (502, 504)
+        assert response.json()["error"]["code"] == code
+        assert_settled(served, baseline, fake_ollama)
+        assert stored_turns(served, conversation)[:-1] == [*before, ("user", "cut", False)]
+        assert stored_turns(served, conversation)[-1][::2] == ("assistant", True)
 
 
 def test_an_unreachable_upstream_is_503_naming_it(serve: Any) -> None:

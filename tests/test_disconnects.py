@@ -12,6 +12,8 @@ import msgspec
 import pytest
 
 from tests.fake_ollama import FakeOllama, Script
+from tests.servers import Served
+from tests.settle import assert_settled, baseline_tasks
 
 
 def send_raw_request(url: str, body: dict[str, Any]) -> socket.socket:
@@ -28,8 +30,9 @@ def send_raw_request(url: str, body: dict[str, Any]) -> socket.socket:
 
 
 def test_stream_closes_upstream_when_client_disconnects(
-    server: str, client: httpx.Client, fake_ollama: FakeOllama
+    served: Served, client: httpx.Client, fake_ollama: FakeOllama
 ) -> None:
+    baseline = baseline_tasks(served)
     fake_ollama.script = Script(tokens=["t"] * 200, delay=0.05)
     with client.stream("POST", "/chat", json={"message": "hi", "stream": True}) as response:
         # Keep the iterator referenced: a discarded one is collected at once, and httpcore closes the
@@ -41,6 +44,11 @@ def test_stream_closes_upstream_when_client_disconnects(
     closed = fake_ollama.wait_for_client_close(timeout=2, after=left)
     assert closed is not None
     assert closed - left < 0.2
+    assert_settled(served, baseline, fake_ollama)
+    store = served.runtime.store
+    assert store is not None
+    [_, reply] = served.call(lambda: store.history(conversation, "", 10))
+    assert reply.interrupted
     fake_ollama.script = Script()
     client.post("/chat", json={"message": "next", "conversation_id": conversation})
     history = fake_ollama.chat_requests[-1]["messages"][1:-1]
@@ -60,10 +68,11 @@ def test_stream_closes_upstream_when_client_disconnects(
     ],
 )
 def test_upstream_closes_when_client_leaves_before_any_byte_is_sent(
-    server: str, fake_ollama: FakeOllama, script: Script, stream: bool
+    served: Served, fake_ollama: FakeOllama, script: Script, stream: bool
 ) -> None:
+    baseline = baseline_tasks(served)
     fake_ollama.script = script
-    sock = send_raw_request(server, {"message": "hi", "stream": stream})
+    sock = send_raw_request(served.url, {"message": "hi", "stream": stream})
     assert fake_ollama.wait_for_requests(1, timeout=2)
     time.sleep(0.1)
     left = time.monotonic()
@@ -71,6 +80,7 @@ def test_upstream_closes_when_client_leaves_before_any_byte_is_sent(
     closed = fake_ollama.wait_for_client_close(timeout=2, after=left)
     assert closed is not None
     assert closed - left < 0.2
+    assert_settled(served, baseline, fake_ollama)
 
 
 def test_a_client_leaving_before_the_first_token_stores_nothing(server: str, fake_ollama: FakeOllama) -> None:
@@ -84,3 +94,28 @@ def test_a_client_leaving_before_the_first_token_stores_nothing(server: str, fak
     with httpx.Client(base_url=server) as client:
         client.post("/chat", json={"message": "next", "conversation_id": "kept-empty"})
     assert [m["role"] for m in fake_ollama.chat_requests[-1]["messages"]] == ["system", "user"]
+
+
+def test_a_queued_request_whose_client_leaves_is_dropped_from_the_queue(
+    served: Served, fake_ollama: FakeOllama
+) -> None:
+    baseline = baseline_tasks(served)
+    limiter = served.runtime.chat.limiter
+    assert limiter is not None
+    assert (limiter.max_active, limiter.max_waiting) == (1, 8)  # the defaults, sized for a Pi
+    fake_ollama.script = Script(stall_after=0)
+    running = send_raw_request(served.url, {"message": "first", "stream": True})
+    assert fake_ollama.wait_for_requests(1, timeout=2)
+    queued = [send_raw_request(served.url, {"message": f"queued {n}", "stream": n % 2 == 0}) for n in range(2)]
+    deadline = time.monotonic() + 2
+    while limiter.waiting < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert (limiter.active, limiter.waiting) == (1, 2)
+    for sock in queued:
+        sock.close()
+    while limiter.waiting and time.monotonic() < deadline + 2:
+        time.sleep(0.01)
+    assert (limiter.active, limiter.waiting) == (1, 0)
+    running.close()
+    assert_settled(served, baseline, fake_ollama)
+    assert [body["messages"][-1]["content"] for body in fake_ollama.chat_requests] == ["first"]
