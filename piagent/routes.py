@@ -207,8 +207,13 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
-    """Anything unforeseen: a 500 in the usual shape, no traceback (the server log has it)."""
-    return error_response(PiagentError("piagent hit an unexpected error; the server log has the details"))
+    """Anything unforeseen: a 500 in the usual shape, no traceback (the server log has it).
+
+    Starlette re-raises the exception after this response so the server logs it, and uvicorn then
+    closes the connection: `Connection: close` tells the client not to send its next request on it.
+    """
+    error = PiagentError("piagent hit an unexpected error; the server log has the details")
+    return error_response(error, headers={"Connection": "close"})
 
 
 def build_routes(chat_page: ChatPage | None = None) -> list[Route]:

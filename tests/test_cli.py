@@ -34,7 +34,8 @@ def test_serve_answers_and_logs_one_line_per_request_without_the_content(
     sock = free_socket()
     port = sock.getsockname()[1]
     sock.close()
-    env = base_env(prompts_dir, PIAGENT_PORT=str(port), PIAGENT_OLLAMA_URL=fake_ollama.url)
+    key = "alpha-0123456789-abcdefghij"
+    env = base_env(prompts_dir, PIAGENT_PORT=str(port), PIAGENT_OLLAMA_URL=fake_ollama.url, PIAGENT_API_KEYS=key)
     process = subprocess.Popen(
         [sys.executable, "-m", "piagent"],
         env=env,
@@ -52,8 +53,11 @@ def test_serve_answers_and_logs_one_line_per_request_without_the_content(
             except httpx.ConnectError:
                 assert time.monotonic() < deadline, "the server did not start"
                 time.sleep(0.05)
-        reply = httpx.post(f"http://127.0.0.1:{port}/chat", json={"message": "secret words"})
+        headers = {"Authorization": f"Bearer {key}"}
+        reply = httpx.post(f"http://127.0.0.1:{port}/chat", json={"message": "secret words"}, headers=headers)
         assert reply.json()["reply"] == "Hello, world!"
+        wrong = {"Authorization": "Bearer wrong-key-0123456789-xyz"}
+        assert httpx.post(f"http://127.0.0.1:{port}/chat", json={"message": "x"}, headers=wrong).status_code == 401
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=15)
@@ -62,6 +66,9 @@ def test_serve_answers_and_logs_one_line_per_request_without_the_content(
     assert "Application shutdown complete." in output
     assert '"GET /health HTTP/1.1" 200' in output
     assert output.count('"POST /chat HTTP/1.1" 200') == 1
+    assert output.count('"POST /chat HTTP/1.1" 401') == 1
+    assert key not in output
+    assert "wrong-key-0123456789-xyz" not in output
     assert "secret words" not in output
     assert "Hello, world!" not in output
 
@@ -88,9 +95,12 @@ def test_agents_lists_each_agent(prompts_dir: Path, tmp_path: Path) -> None:
 
 
 def test_config_prints_the_resolved_settings(prompts_dir: Path, tmp_path: Path) -> None:
-    result = run_cli("config", env=base_env(prompts_dir, PIAGENT_MODEL="tiny"), cwd=tmp_path)
+    key = "alpha-0123456789-abcdefghij"
+    result = run_cli("config", env=base_env(prompts_dir, PIAGENT_MODEL="tiny", PIAGENT_API_KEYS=key), cwd=tmp_path)
     assert result.returncode == 0
     assert "PIAGENT_MODEL=tiny" in result.stdout.splitlines()
+    assert "PIAGENT_API_KEYS=***" in result.stdout.splitlines()
+    assert key not in result.stdout
 
 
 def test_serves_without_httptools_and_uvloop_as_on_a_pi_without_their_wheels(

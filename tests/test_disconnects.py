@@ -16,14 +16,15 @@ from tests.servers import Served
 from tests.settle import assert_settled, baseline_tasks
 
 
-def send_raw_request(url: str, body: dict[str, Any]) -> socket.socket:
+def send_raw_request(url: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> socket.socket:
     """POST /chat on a raw socket, so the test decides exactly when the connection goes."""
     parts = urlsplit(url)
     sock = socket.create_connection((parts.hostname, parts.port))
     payload = msgspec.json.encode(body)
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     sock.sendall(
         b"POST /chat HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-        + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+        + f"{extra}Content-Length: {len(payload)}\r\n\r\n".encode()
         + payload
     )
     return sock
