@@ -68,6 +68,11 @@ def test_a_missing_piagent_config_file_is_an_error(empty_dir: Path) -> None:
         pytest.param("PIAGENT_MEMORY_URL", "postgres://db/x", "memory://, sqlite:///<path> or redis://", id="store"),
         pytest.param("PIAGENT_MEMORY_URL", "sqlite:///", "memory://, sqlite:///<path>", id="sqlite-without-path"),
         pytest.param("PIAGENT_MEMORY_URL", "redis:///0", "redis://host:port/db", id="redis-without-host"),
+        pytest.param("PIAGENT_MAX_CONCURRENT", "0", "an integer from 1 to 1000", id="no-generation-slot"),
+        pytest.param("PIAGENT_MAX_QUEUE", "-1", "an integer from 0 to 100000", id="negative-queue"),
+        pytest.param("PIAGENT_RATE_LIMIT", "fast", "an integer from 0 to 1000000", id="rate-limit"),
+        pytest.param("PIAGENT_SHUTDOWN_GRACE", "nan", "a number of seconds from 0 to 3600", id="grace"),
+        pytest.param("PIAGENT_FIRST_TOKEN_TIMEOUT", "0", "a number of seconds", id="first-token-timeout"),
     ],
 )
 def test_a_wrong_value_names_the_key_the_value_and_what_is_allowed(
@@ -117,3 +122,9 @@ def test_memory_urls_of_every_backend_are_accepted(empty_dir: Path, url: str) ->
 def test_describe_hides_a_store_password() -> None:
     rows = dict(Settings(memory_url="redis://user:secret@redis.lan:6379/0").describe())
     assert rows["PIAGENT_MEMORY_URL"] == "redis://user:***@redis.lan:6379/0"
+
+
+def test_more_generation_slots_than_upstream_connections_is_refused(empty_dir: Path) -> None:
+    with pytest.raises(SettingsError, match=r"PIAGENT_MAX_CONCURRENT=5 is not allowed: expected at most"):
+        Settings.from_env({"PIAGENT_MAX_CONCURRENT": "5", "PIAGENT_MAX_CONNECTIONS": "4"})
+    assert Settings.from_env({"PIAGENT_MAX_CONCURRENT": "4", "PIAGENT_MAX_CONNECTIONS": "4"}).max_concurrent == 4
