@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import msgspec
 import pytest
 
+from piagent import Settings, create_app
 from piagent.schemas import TokenEvent
 from tests.fake_ollama import FakeOllama, Script
-from tests.servers import Served
+from tests.servers import Served, serve_app
 from tests.settle import assert_settled, baseline_tasks
 
 
@@ -220,6 +222,24 @@ def token_line(text: str) -> bytes:
     return msgspec.json.encode({"message": {"role": "assistant", "content": text}, "done": False}) + b"\n"
 
 
+@pytest.fixture(scope="module")
+def fault_ollama() -> Iterator[FakeOllama]:
+    """One fake Ollama for every fault case (each sets its own script)."""
+    with FakeOllama() as fake:
+        yield fake
+    assert fake.errors == [], "the fake Ollama itself failed"
+
+
+@pytest.fixture(scope="module")
+def fault_server(fault_ollama: FakeOllama, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """One piagent with short timeouts for every fault case: each must leave it as clean as it found it."""
+    prompts = tmp_path_factory.mktemp("prompts")
+    (prompts / "general.md").write_text("You are a test assistant.\n", encoding="utf-8")
+    settings = Settings(ollama_url=fault_ollama.url, prompts_dir=str(prompts), model="test-model", **FAULT_SETTINGS)
+    with serve_app(create_app(settings)) as served:
+        yield served
+
+
 def stored_turns(served: Served, conversation: str) -> list[tuple[str, str, bool]]:
     """The conversation as the server's memory holds it: (role, text, interrupted) per turn."""
     store = served.runtime.store
@@ -277,9 +297,10 @@ def start_conversation(client: httpx.Client, fake: FakeOllama) -> tuple[str, lis
     ],
 )
 def test_upstream_failures_before_the_first_token_get_a_status_and_leave_nothing_behind(
-    serve_full: Any, fake_ollama: FakeOllama, script: Script, status: int, code: str, message: str
+    fault_server: Served, fault_ollama: FakeOllama, script: Script, status: int, code: str, message: str
 ) -> None:
-    with serve_full(**FAULT_SETTINGS) as served, httpx.Client(base_url=served.url) as client:
+    served, fake_ollama = fault_server, fault_ollama
+    with httpx.Client(base_url=served.url) as client:
         baseline = baseline_tasks(served)
         for stream, accept in [(False, "application/json"), (True, "text/event-stream")]:
             conversation, before = start_conversation(client, fake_ollama)
@@ -346,15 +367,17 @@ def test_upstream_failures_before_the_first_token_get_a_status_and_leave_nothing
     ],
 )
 def test_upstream_failures_mid_stream_end_in_band_and_keep_the_partial_reply(
-    serve_full: Any, fake_ollama: FakeOllama, script: Script, code: str, message: str, partials: tuple[str, ...]
+    fault_server: Served, fault_ollama: FakeOllama, script: Script, code: str, message: str, partials: tuple[str, ...]
 ) -> None:
+    served, fake_ollama = fault_server, fault_ollama
+
     def assert_partial_kept(served: Served, conversation: str, before: list[Any], seen: str) -> None:
         assert seen in partials
         assert_settled(served, baseline, fake_ollama)
         assert stored_turns(served, conversation) == [*before, ("user", "cut", False), ("assistant", seen, True)]
 
     body = {"message": "cut", "stream": True}
-    with serve_full(**FAULT_SETTINGS) as served, httpx.Client(base_url=served.url) as client:
+    with httpx.Client(base_url=served.url) as client:
         baseline = baseline_tasks(served)
         for accept in ["text/event-stream", "application/x-ndjson"]:
             conversation, before = start_conversation(client, fake_ollama)
@@ -391,11 +414,14 @@ def test_upstream_failures_mid_stream_end_in_band_and_keep_the_partial_reply(
         assert stored_turns(served, conversation)[-1][::2] == ("assistant", True)
 
 
-def test_an_unreachable_upstream_is_503_naming_it(serve: Any) -> None:
-    with serve(ollama_url="http://127.0.0.1:9") as url, httpx.Client(base_url=url) as client:
-        response = chat(client)
-    assert response.status_code == 503
-    assert response.json()["error"] == {
-        "code": "upstream_unavailable",
-        "message": "ollama is unreachable (connection refused or no route); is it running?",
-    }
+def test_an_unreachable_upstream_is_503_naming_it(serve_full: Any) -> None:
+    with serve_full(ollama_url="http://127.0.0.1:9") as served, httpx.Client(base_url=served.url) as client:
+        baseline = baseline_tasks(served)
+        for stream in (False, True):
+            response = chat(client, stream=stream)
+            assert response.status_code == 503
+            assert response.json()["error"] == {
+                "code": "upstream_unavailable",
+                "message": "ollama is unreachable (connection refused or no route); is it running?",
+            }
+            assert_settled(served, baseline)
