@@ -169,6 +169,21 @@ def test_a_conversation_belongs_to_the_key_that_started_it(serve: Any, fake_olla
     assert len(fake_ollama.chat_requests) == 2  # the other key's attempts never reached the model
 
 
+def test_the_conversation_endpoints_show_each_key_only_its_own(serve: Any) -> None:
+    with serve(api_keys=(KEY_A, KEY_B)) as url, httpx.Client(base_url=url) as client:
+        mine = client.post("/chat", json={"message": "mine"}, headers=bearer(KEY_A)).json()["conversation_id"]
+        theirs = client.post("/chat", json={"message": "theirs"}, headers=bearer(KEY_B)).json()["conversation_id"]
+        listed = client.get("/conversations", headers=bearer(KEY_A)).json()["conversations"]
+        assert [c["id"] for c in listed] == [mine]
+        assert client.get("/conversations").status_code == 401
+        for method in ("GET", "DELETE"):
+            response = client.request(method, f"/conversations/{theirs}", headers=bearer(KEY_A))
+            assert response.status_code == 404
+            assert response.json()["error"]["code"] == "conversation_not_found"
+        assert client.get(f"/conversations/{theirs}", headers=bearer(KEY_B)).json()["turns"][0]["text"] == "theirs"
+        assert client.delete(f"/conversations/{mine}", headers=bearer(KEY_A)).status_code == 204
+
+
 def test_a_mounted_piagent_keeps_its_health_open_under_the_prefix(make_settings: Any, fake_ollama: FakeOllama) -> None:
     from starlette.applications import Starlette
     from starlette.routing import Mount
