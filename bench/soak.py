@@ -251,49 +251,54 @@ def main() -> int:
         log_path = Path(tmp) / "server.log"
         with log_path.open("w") as log:
             server = subprocess.Popen([sys.executable, "-m", "piagent"], env=env, cwd=tmp, stdout=log, stderr=log)
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    if httpx.get(f"{url}/health").status_code == 200:
-                        break
-                except httpx.ConnectError:
-                    pass
-                if time.monotonic() > deadline or server.poll() is not None:
-                    print(log_path.read_text(), file=sys.stderr)
-                    raise SystemExit("piagent did not start")
-                time.sleep(0.1)
-            rss = {"start": rss_kib(server.pid)}
-            tally = Tally()
-            started = time.monotonic()
-            print(f"soak: {args.duration:g} s, {args.clients} clients, warm-up {warmup:g} s", flush=True)
-            samples: list[tuple[float, int]] = []
+            try:
+                url = f"http://127.0.0.1:{port}"
+                deadline = time.monotonic() + 20
+                while True:
+                    try:
+                        if httpx.get(f"{url}/health").status_code == 200:
+                            break
+                    except httpx.ConnectError:
+                        pass
+                    if time.monotonic() > deadline or server.poll() is not None:
+                        print(log_path.read_text(), file=sys.stderr)
+                        raise SystemExit("piagent did not start")
+                    time.sleep(0.1)
+                rss = {"start": rss_kib(server.pid)}
+                tally = Tally()
+                started = time.monotonic()
+                print(f"soak: {args.duration:g} s, {args.clients} clients, warm-up {warmup:g} s", flush=True)
+                samples: list[tuple[float, int]] = []
 
-            async def run() -> None:
-                async def sample() -> None:
-                    while True:
-                        await asyncio.sleep(min(30.0, args.duration / 10))
-                        samples.append((time.monotonic() - started, rss_kib(server.pid)))
-                        print(
-                            f"  {samples[-1][0]:6.0f} s  {tally.requests:7d} requests  RSS {samples[-1][1]} KiB",
-                            flush=True,
-                        )
+                async def run() -> None:
+                    async def sample() -> None:
+                        while True:
+                            await asyncio.sleep(min(30.0, args.duration / 10))
+                            samples.append((time.monotonic() - started, rss_kib(server.pid)))
+                            print(
+                                f"  {samples[-1][0]:6.0f} s  {tally.requests:7d} requests  RSS {samples[-1][1]} KiB",
+                                flush=True,
+                            )
 
-                sampler = asyncio.create_task(sample())
-                await load(url, args.clients, warmup, tally, args.seed)
-                rss["after_warmup"] = rss_kib(server.pid)
-                await load(url, args.clients, args.duration - warmup, tally, args.seed + 1000)
-                sampler.cancel()
+                    sampler = asyncio.create_task(sample())
+                    await load(url, args.clients, warmup, tally, args.seed)
+                    rss["after_warmup"] = rss_kib(server.pid)
+                    await load(url, args.clients, args.duration - warmup, tally, args.seed + 1000)
+                    sampler.cancel()
 
-            asyncio.run(run())
-            elapsed = time.monotonic() - started
-            time.sleep(2.0)  # let the last aborted generations unwind
-            rss["end"] = rss_kib(server.pid)
-            open_during = fake.open_connections
-            server.send_signal(signal.SIGTERM)
-            code = server.wait(timeout=30)
-            fake.wait_for_open_connections(0, timeout=5)
-            open_after = fake.open_connections
+                asyncio.run(run())
+                elapsed = time.monotonic() - started
+                time.sleep(2.0)  # let the last aborted generations unwind
+                rss["end"] = rss_kib(server.pid)
+                open_during = fake.open_connections
+                server.send_signal(signal.SIGTERM)
+                code = server.wait(timeout=30)
+                fake.wait_for_open_connections(0, timeout=5)
+                open_after = fake.open_connections
+            finally:
+                if server.poll() is None:  # the soak itself failed: never leave piagent running
+                    server.kill()
+                    server.wait()
         server_log = log_path.read_text()
     fake.stop()
 
