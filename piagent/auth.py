@@ -98,16 +98,18 @@ def _bearer_token(scope: Scope) -> str | None:
 
 
 def _is_open(scope: Scope) -> bool:
-    """`GET /health` is open to monitors; `?deep=1` reaches the upstream, so it needs a key."""
-    return (
-        route_path(scope) == "/health"
-        and scope["method"] in ("GET", "HEAD")
-        and not wants_deep_health(QueryParams(scope["query_string"]))
-    )
+    """`GET /health` is open to monitors, and `GET /` (the chat page: static, it asks for the key itself).
+
+    `/health?deep=1` reaches the upstream and shows its version and errors, so it needs a key.
+    """
+    if scope["method"] not in ("GET", "HEAD"):
+        return False
+    path = route_path(scope)
+    return path == "/" or (path == "/health" and not wants_deep_health(QueryParams(scope["query_string"])))
 
 
 class ApiKeyMiddleware:
-    """Answers 401 to any request without a known bearer key (but `GET /health`); sets the owner id."""
+    """Answers 401 to any request without a known bearer key (but `GET /health` and `/`); sets the owner id."""
 
     def __init__(self, app: ASGIApp, keys: ApiKeys) -> None:
         self.app = app

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Final, cast
 
 import httptools
@@ -530,10 +530,10 @@ class _Pool:
 class ResponseStream(httpx.AsyncByteStream):
     """A response body: yields what has arrived (waiting only when nothing has); closing frees the connection."""
 
-    def __init__(self, conn: _Connection, pool: _Pool, read_timeout: float | None) -> None:
+    def __init__(self, conn: _Connection, pool: _Pool, timeouts: Mapping[str, float | None]) -> None:
         self._conn = conn
         self._pool = pool
-        self._read_timeout = read_timeout
+        self._timeouts = timeouts
         self._closed = False
 
     @property
@@ -543,7 +543,9 @@ class ResponseStream(httpx.AsyncByteStream):
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         conn = self._conn
-        timeout = self._read_timeout
+        # Looked up when the body starts, as httpcore does: a caller may set the request's read timeout
+        # anew once the head is in (piagent's provider switches from the first-token to the idle timeout).
+        timeout = self._timeouts.get("read")
         while True:
             if conn.buffered:
                 yield conn.take()
@@ -634,7 +636,7 @@ class HTTPToolsTransport(httpx.AsyncBaseTransport):
         return httpx.Response(
             conn.status,
             headers=conn.headers,
-            stream=ResponseStream(conn, pool, read_timeout),
+            stream=ResponseStream(conn, pool, timeouts),
             extensions={"http_version": conn.http_version, "reason_phrase": conn.reason},
         )
 

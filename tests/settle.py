@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Any, NamedTuple
 
+from piagent.transport import HTTPToolsTransport
 from tests.fake_ollama import FakeOllama
 from tests.servers import Served
 
@@ -41,15 +42,20 @@ def leftovers(served: Served, baseline: frozenset[int]) -> Leftovers:
         runtime = served.runtime
         limiter = runtime.chat.limiter
         assert limiter is not None
-        pool = runtime.provider._client._transport._pool  # type: ignore[attr-defined]
-        connections = [c for c in pool.connections if not c.is_closed()]
-        idle = sum(1 for c in connections if c.is_idle())
+        transport = runtime.provider._client._transport  # type: ignore[attr-defined]
+        if isinstance(transport, HTTPToolsTransport):  # piagent's own transport (plain-http upstreams)
+            pool = transport._pool
+            open_, idle, pending = transport.connections, transport.idle_connections, len(pool._waiters)
+        else:  # httpx's default, httpcore's pool
+            pool = transport._pool
+            connections = [c for c in pool.connections if not c.is_closed()]
+            open_, idle, pending = len(connections), sum(1 for c in connections if c.is_idle()), len(pool._requests)
         tasks = frozenset(
             _describe(task)
             for task in asyncio.all_tasks()
             if task is not asyncio.current_task() and id(task) not in baseline
         )
-        return Leftovers(limiter.active, limiter.waiting, len(connections) - idle, idle, len(pool._requests), tasks)
+        return Leftovers(limiter.active, limiter.waiting, open_ - idle, idle, pending, tasks)
 
     return served.call(snapshot)
 

@@ -55,6 +55,10 @@ def test_health_stays_open_and_a_known_key_opens_everything_else(serve: Any, fak
     with serve(api_keys=(KEY_A, KEY_B)) as url, httpx.Client(base_url=url) as client:
         assert client.get("/health").status_code == 200
         assert client.head("/health").status_code == 200
+        page = client.get("/")  # the chat page asks for the key itself
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert client.post("/", json={}).status_code == 401
         assert client.get("/health?deep=0").status_code == 200
         for key in (KEY_A, KEY_B):
             assert client.get("/health?deep=1", headers=bearer(key)).json()["upstream"]["status"] == "ok"
@@ -115,7 +119,8 @@ def test_a_short_key_in_the_environment_is_refused_without_repeating_it() -> Non
 def test_keys_are_hidden_from_describe_and_repr() -> None:
     settings = Settings.from_env({"PIAGENT_API_KEYS": f" {KEY_A} , {KEY_B} ,"})
     assert settings.api_keys == (KEY_A, KEY_B)
-    assert ("PIAGENT_API_KEYS", "(2 hidden)") in settings.describe()
+    assert ("PIAGENT_API_KEYS", "***") in settings.describe()
+    assert ("PIAGENT_MAX_TOKENS", "1024") in settings.describe()  # a "TOKEN" in a name is no secret here
     assert ("PIAGENT_API_KEYS", "") in Settings().describe()
     assert KEY_A not in repr(settings)
     assert "max_tokens=1024" in repr(settings)

@@ -414,6 +414,34 @@ def test_upstream_failures_mid_stream_end_in_band_and_keep_the_partial_reply(
         assert stored_turns(served, conversation)[-1][::2] == ("assistant", True)
 
 
+@pytest.mark.parametrize(
+    "fast_transport", [pytest.param(True, id="piagent-transport"), pytest.param(False, id="httpx-transport")]
+)
+def test_the_first_token_and_idle_timeouts_each_bound_their_own_phase(
+    serve_full: Any, fake_ollama: FakeOllama, fast_transport: bool
+) -> None:
+    settings = {"first_token_timeout": 3.0, "read_timeout": 0.3, "fast_transport": fast_transport}
+    with serve_full(**settings) as served, httpx.Client(base_url=served.url) as client:
+        # A slow start (a cold model load) longer than the idle timeout is fine: the first-token one applies.
+        fake_ollama.script = Script(header_delay=0.6, tokens=["a", "b"])
+        response = client.post("/chat", json={"message": "hi", "stream": True})
+        assert (response.status_code, response.text) == (200, "ab")
+        # Silence once the reply has begun is bounded by the idle timeout, not the long first-token one.
+        fake_ollama.script = Script(tokens=["a", "b", "c"], stall_after=1)
+        started = time.monotonic()
+        response = client.post("/chat", json={"message": "hi", "stream": True}, headers={"Accept": "text/event-stream"})
+        elapsed = time.monotonic() - started
+        assert [data for _, data in sse_events(response.text)] == [
+            {"event": "token", "text": "a"},
+            {
+                "event": "error",
+                "code": "upstream_timeout",
+                "message": "ollama went silent for 0.3 s after starting its reply",
+            },
+        ]
+        assert 0.3 <= elapsed < 2.0
+
+
 def test_an_unreachable_upstream_is_503_naming_it(serve_full: Any) -> None:
     with serve_full(ollama_url="http://127.0.0.1:9") as served, httpx.Client(base_url=served.url) as client:
         baseline = baseline_tasks(served)
