@@ -64,8 +64,9 @@ def _read_key_file(path: Path) -> list[str]:
         mode = path.stat().st_mode
     except (OSError, UnicodeDecodeError) as exc:
         raise SettingsError(f"{name} is not allowed: expected a readable file of keys ({type(exc).__name__})") from exc
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        logger.warning("%s can be read by other users; chmod 600 it", name)
+    # Group access is fine (root:piagent 0640, as for the service's env file); everyone's is not.
+    if mode & stat.S_IRWXO:
+        logger.warning("%s can be read by every user; chmod o-rwx it (600, or 640 for the service's group)", name)
     keys = []
     for number, line in enumerate(text.splitlines(), start=1):
         key = line.strip()

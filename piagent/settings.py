@@ -294,7 +294,7 @@ KEYS: tuple[_Key, ...] = (
     _Key(
         "PIAGENT_SHUTDOWN_GRACE",
         "shutdown_grace",
-        "30",
+        "8",
         _seconds(0, 3600),
         "Seconds running generations get to finish on SIGTERM before they are ended.",
     ),
@@ -353,7 +353,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_keys: tuple[str, ...] = ()
     api_keys_file: str = ""
     rate_limit: int = 0
-    shutdown_grace: float = 30.0
+    shutdown_grace: float = 8.0
     cors_origins: tuple[str, ...] = ()
     chat_page: bool = True
     log_level: str = "info"

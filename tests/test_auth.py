@@ -78,7 +78,7 @@ def test_keys_come_from_the_environment_and_a_key_file_with_comments(
         for key in (KEY_A, KEY_B):
             assert client.get("/agents", headers=bearer(key)).status_code == 200
         assert client.get("/agents", headers=bearer("old-phone-0123456789")).status_code == 401
-    assert "can be read by other users; chmod 600 it" in caplog.text
+    assert "can be read by every user; chmod o-rwx it" in caplog.text
 
 
 @pytest.mark.parametrize(
