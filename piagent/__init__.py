@@ -10,6 +10,7 @@ from piagent.chat import ChatService
 from piagent.exceptions import PiagentError
 from piagent.memory import Conversation, ConversationSummary, InMemoryStore, MemoryStore, Turn
 from piagent.providers.ollama import OllamaProvider
+from piagent.providers.openai import OpenAIProvider
 from piagent.settings import Settings
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "InMemoryStore",
     "MemoryStore",
     "OllamaProvider",
+    "OpenAIProvider",
     "PiagentError",
     "Settings",
     "Turn",

@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 from piagent.exceptions import AgentDefinitionError, AgentNotFound, SettingsError
+from piagent.settings import parse_urls
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 _SUFFIXES = (".md", ".txt")
@@ -25,6 +26,11 @@ class Agent(msgspec.Struct, frozen=True, kw_only=True):
     system_prompt: str
     options: dict[str, OptionValue]
     max_turns: int
+    provider: str = "ollama"
+    # Comma-separated upstream URLs; "" means the settings' URLs for `provider`.
+    url: str = ""
+    # The name of an environment variable holding the upstream's API key (the key itself never sits in a file).
+    api_key_env: str = ""
 
 
 class _FrontMatter(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -32,6 +38,9 @@ class _FrontMatter(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     model: str | None = None
     max_turns: Annotated[int, msgspec.Meta(ge=2, le=1000)] | None = None
     options: dict[str, OptionValue] = {}
+    provider: Literal["ollama", "openai"] | None = None
+    url: str | None = None
+    api_key_env: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
 
 
 class Agents(Mapping[str, Agent]):
@@ -68,6 +77,16 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def _strip_comment(value: str) -> str:
+    """Drop a trailing ` # comment`, as YAML does (the README's examples use them); JSON values keep theirs."""
+    if value.startswith("#"):
+        return ""
+    if value[:1] in ('"', "[", "{"):
+        return value
+    index = value.find(" #")
+    return value[:index].rstrip() if index != -1 else value
+
+
 def _split_front_matter(text: str, path: Path) -> tuple[dict[str, Any], str]:
     """Split a `---` block of `key: value` lines (and an indented `options:` block) from the prompt."""
     lines = text.splitlines()
@@ -85,7 +104,7 @@ def _split_front_matter(text: str, path: Path) -> tuple[dict[str, Any], str]:
         key, sep, value = line.strip().partition(":")
         if not sep or not key.strip():
             raise AgentDefinitionError(f"{path}:{number}: expected 'key: value', got {line.strip()!r}")
-        key, value = key.strip(), value.strip()
+        key, value = key.strip(), _strip_comment(value.strip())
         if line[0].isspace():
             if nested is None:
                 raise AgentDefinitionError(f"{path}:{number}: indented line outside a block")
@@ -98,7 +117,7 @@ def _split_front_matter(text: str, path: Path) -> tuple[dict[str, Any], str]:
     return meta, "\n".join(lines[end + 1 :]).strip()
 
 
-def load_agent(path: Path, default_model: str, default_max_turns: int) -> Agent:
+def load_agent(path: Path, default_model: str, default_max_turns: int, default_provider: str = "ollama") -> Agent:
     """Read one prompt file into an Agent; any problem raises `AgentDefinitionError` naming the file."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -109,6 +128,14 @@ def load_agent(path: Path, default_model: str, default_max_turns: int) -> Agent:
         meta = msgspec.convert(raw, _FrontMatter)
     except msgspec.ValidationError as exc:
         raise AgentDefinitionError(f"{path}: front matter: {exc}") from exc
+    url = ""
+    if meta.url is not None:
+        try:
+            url = parse_urls(meta.url)
+        except ValueError as exc:
+            raise AgentDefinitionError(
+                f"{path}: front matter: url {meta.url!r} is not allowed: expected {exc}"
+            ) from exc
     return Agent(
         name=path.stem,
         description=meta.description,
@@ -116,10 +143,19 @@ def load_agent(path: Path, default_model: str, default_max_turns: int) -> Agent:
         system_prompt=prompt,
         options=meta.options,
         max_turns=min(meta.max_turns or default_max_turns, default_max_turns),
+        provider=meta.provider or default_provider,
+        url=url,
+        api_key_env=meta.api_key_env or "",
     )
 
 
-def load_agents(prompts_dir: str | Path, default: str, default_model: str, default_max_turns: int) -> Agents:
+def load_agents(
+    prompts_dir: str | Path,
+    default: str,
+    default_model: str,
+    default_max_turns: int,
+    default_provider: str = "ollama",
+) -> Agents:
     """Every `<name>.md` / `<name>.txt` in `prompts_dir` as an agent; names are `[a-z0-9][a-z0-9_-]*`."""
     folder = Path(prompts_dir)
     if not folder.is_dir():
@@ -132,7 +168,7 @@ def load_agents(prompts_dir: str | Path, default: str, default_model: str, defau
             raise AgentDefinitionError(f"{path}: agent names are lowercase letters, digits, '-' and '_'")
         if path.stem in agents:
             raise AgentDefinitionError(f"{path}: a second file for agent {path.stem!r}")
-        agents[path.stem] = load_agent(path, default_model, default_max_turns)
+        agents[path.stem] = load_agent(path, default_model, default_max_turns, default_provider)
     if not agents:
         raise SettingsError(f"PIAGENT_PROMPTS_DIR={str(prompts_dir)!r} is not allowed: it holds no .md or .txt agent")
     return Agents(agents, default)

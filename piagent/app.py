@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -23,11 +24,11 @@ from piagent.exceptions import PiagentError, StoreUnavailable
 from piagent.generations import GenerationLimiter
 from piagent.memory import MemoryStore
 from piagent.page import load_chat_page
-from piagent.providers.ollama import OllamaProvider
+from piagent.providers.factory import ProviderSpec, build_providers, provider_specs
 from piagent.ratelimit import RateLimitMiddleware, TokenBuckets
 from piagent.responses import handle_piagent_error
 from piagent.routes import STATE_KEY, Runtime, build_agent_list, build_routes, handle_http_exception, handle_unexpected
-from piagent.settings import Settings
+from piagent.settings import Settings, split_urls
 from piagent.stores import StoreFactory, store_factory
 
 Lifespan = Callable[[Starlette], Any]
@@ -46,13 +47,17 @@ async def purge_expired_forever(store: MemoryStore, interval: float) -> None:
             logger.exception("purging expired conversations failed")
 
 
-def upstream_transport(settings: Settings, limits: httpx.Limits) -> httpx.AsyncBaseTransport | None:
+def upstream_transport(
+    settings: Settings, limits: httpx.Limits, urls: Iterable[str] | None = None
+) -> httpx.AsyncBaseTransport | None:
     """piagent's own HTTP transport when it applies, else None for httpx's default one.
 
-    It applies to a plain-http upstream, with httptools importable, on an asyncio loop (uvloop or stock),
-    unless PIAGENT_FAST_TRANSPORT is off. Call it from inside the running event loop.
+    It applies when every upstream in use (`urls`, by default the settings' Ollama URLs) is plain http,
+    with httptools importable, on an asyncio loop (uvloop or stock), unless PIAGENT_FAST_TRANSPORT is off.
+    Call it from inside the running event loop.
     """
-    if not settings.fast_transport or not settings.ollama_url.startswith("http://"):
+    in_use = split_urls(settings.ollama_url) if urls is None else urls
+    if not settings.fast_transport or not all(url.startswith("http://") for url in in_use):
         return None
     try:
         asyncio.get_running_loop()
@@ -68,8 +73,10 @@ def upstream_transport(settings: Settings, limits: httpx.Limits) -> httpx.AsyncB
 def _lifespan(
     settings: Settings,
     agents: Agents,
+    specs: Mapping[str, ProviderSpec],
     transport: httpx.AsyncBaseTransport | None,
     clock: Callable[[], float],
+    upstream_clock: Callable[[], float],
     open_store: StoreFactory | None,
 ) -> Lifespan:
     @asynccontextmanager
@@ -79,7 +86,8 @@ def _lifespan(
             max_connections=settings.max_connections, max_keepalive_connections=settings.max_connections
         )
         # An injected transport wins; ours is made per lifespan, since the client closes it.
-        upstream = transport if transport is not None else upstream_transport(settings, limits)
+        urls = [url for spec in specs.values() for url in spec.urls]
+        upstream = transport if transport is not None else upstream_transport(settings, limits, urls)
         # trust_env=False: a proxy from HTTP_PROXY must never sit between piagent and a local model.
         # verify only for https: loading the CA bundle costs start-up time a plain-http upstream never uses.
         async with httpx.AsyncClient(
@@ -87,34 +95,29 @@ def _lifespan(
             limits=limits,
             transport=upstream,
             trust_env=False,
-            verify=settings.ollama_url.startswith("https:"),
+            verify=any(url.startswith("https:") for url in urls),
         ) as client:
             store = open_store() if open_store is not None else None
             limiter = GenerationLimiter(settings.max_concurrent, settings.max_queue)
             try:
                 if store is not None:
                     await _check_store(store)
-                provider = OllamaProvider(
-                    client,
-                    settings.ollama_url,
-                    settings.keep_alive,
-                    settings.max_line_bytes,
-                    first_token_timeout=settings.first_token_timeout,
-                )
+                providers = build_providers(specs, settings, client, upstream_clock)
                 chat = ChatService(
                     agents,
-                    provider,
+                    providers,
                     store,
                     limiter=limiter,
                     max_tokens=settings.max_tokens,
                     log_content=settings.log_content,
                     clock=clock,
                 )
+                runtime = Runtime(settings, agents, chat, store, build_agent_list(agents), clock(), client)
                 async with anyio.create_task_group() as tasks:
                     if store is not None:
                         tasks.start_soon(purge_expired_forever, store, min(settings.memory_ttl, 60.0))
                     try:
-                        yield {STATE_KEY: Runtime(settings, agents, chat, store, provider, build_agent_list(agents))}
+                        yield {STATE_KEY: runtime}
                     finally:
                         tasks.cancel_scope.cancel()
             finally:
@@ -140,15 +143,22 @@ def create_app(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     clock: Callable[[], float] = time.time,
+    upstream_clock: Callable[[], float] = time.monotonic,
+    environ: Mapping[str, str] | None = None,
 ) -> Starlette:
     """Build the piagent ASGI app. Agents are read here, so a bad prompt file stops start-up at once.
 
-    `transport` replaces the upstream HTTP transport (tests); `clock` is the wall clock memory uses.
+    `transport` replaces the upstream HTTP transport (tests); `clock` is the wall clock memory uses;
+    `upstream_clock` times the cool-off of an upstream that refused a connection; `environ` is where
+    agents' `api_key_env` variables are read (default: the process environment).
     The memory store's backend is imported here too, so a missing optional extra stops start-up.
     Mounted inside another app, run `app.router.lifespan_context` from the host's lifespan.
     """
     settings = Settings.from_env() if settings is None else settings
-    agents = load_agents(settings.prompts_dir, settings.default_agent, settings.model, settings.memory_max_turns)
+    agents = load_agents(
+        settings.prompts_dir, settings.default_agent, settings.model, settings.memory_max_turns, settings.provider
+    )
+    specs = provider_specs(settings, agents, os.environ if environ is None else environ)
     keys = load_api_keys(settings)
     # Outermost first. CORS before the keys, so a browser's preflight (which never carries a key) is
     # answered and a 401 still gets the CORS headers that let the page read it; the rate limit after
@@ -180,5 +190,5 @@ def create_app(
             HTTPException: handle_http_exception,
             Exception: handle_unexpected,
         },
-        lifespan=_lifespan(settings, agents, transport, clock, store_factory(settings, clock)),
+        lifespan=_lifespan(settings, agents, specs, transport, clock, upstream_clock, store_factory(settings, clock)),
     )

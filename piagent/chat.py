@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from typing import Any
 
 import anyio
@@ -15,7 +15,8 @@ from piagent.exceptions import StoreUnavailable
 from piagent.generations import GenerationLimiter
 from piagent.memory import ASSISTANT, USER, MemoryStore, Turn
 from piagent.providers.base import Completion, Message, Provider
-from piagent.schemas import ChatRequest, ChatResponse, Usage
+from piagent.providers.pool import Upstream
+from piagent.schemas import ChatOptions, ChatRequest, ChatResponse, UpstreamHealth, Usage
 
 logger = logging.getLogger("piagent.chat")
 
@@ -28,7 +29,7 @@ def new_conversation_id() -> str:
 class PreparedChat:
     """Everything one provider call needs, resolved before any byte goes upstream."""
 
-    __slots__ = ("agent", "conversation_id", "message", "messages", "options", "owner")
+    __slots__ = ("agent", "conversation_id", "message", "messages", "options", "owner", "provider", "remember")
 
     def __init__(
         self,
@@ -38,6 +39,8 @@ class PreparedChat:
         message: str,
         messages: list[Message],
         options: dict[str, Any],
+        provider: Provider,
+        remember: bool = True,
     ) -> None:
         self.agent = agent
         self.conversation_id = conversation_id
@@ -45,6 +48,9 @@ class PreparedChat:
         self.message = message
         self.messages = messages
         self.options = options
+        self.provider = provider
+        # False for the stateless front doors (OpenAI, Ollama): the client keeps the history.
+        self.remember = remember
 
 
 class ChatService:
@@ -58,7 +64,7 @@ class ChatService:
     def __init__(
         self,
         agents: Agents,
-        provider: Provider,
+        providers: Provider | Mapping[str, Provider],
         store: MemoryStore | None,
         *,
         limiter: GenerationLimiter | None = None,
@@ -67,8 +73,15 @@ class ChatService:
         clock: Callable[[], float] = time.time,
         new_id: Callable[[], str] = new_conversation_id,
     ) -> None:
+        """`providers` maps each agent's name to its provider; a single provider serves every agent."""
         self.agents = agents
-        self.provider = provider
+        if isinstance(providers, Mapping):
+            missing = sorted(set(agents) - set(providers))
+            if missing:
+                raise ValueError(f"no provider for agents {', '.join(missing)}")
+            self.providers: dict[str, Provider] = dict(providers)
+        else:
+            self.providers = dict.fromkeys(agents, providers)
         self.store = store
         self.limiter = limiter
         self._max_tokens = max_tokens
@@ -85,20 +98,59 @@ class ChatService:
             # Read even for a new conversation: a store that is down then fails here, with a 503,
             # before the model spends seconds on a reply that could not be remembered.
             history = await self.store.history(conversation_id, owner, agent.max_turns)
-        messages = [Message("system", agent.system_prompt)] if agent.system_prompt else []
+        messages = self._system(agent)
         messages.extend(Message(turn.role, turn.text) for turn in history)
         messages.append(Message(USER, request.message))
-        options = dict(agent.options)
-        if request.options is not None:
-            for field in request.options.__struct_fields__:
-                value = getattr(request.options, field)
+        options = self._options(agent, request.options)
+        if self._log_content:
+            logger.debug("conversation %s: user: %s", conversation_id, request.message)
+        provider = self.providers[agent.name]
+        return PreparedChat(agent, conversation_id, owner, request.message, messages, options, provider)
+
+    def prepare_stateless(
+        self, agent_name: str, messages: Iterable[Message], options: ChatOptions | None = None, owner: str = ""
+    ) -> PreparedChat:
+        """A chat whose history the client sends (the OpenAI and Ollama front doors): the agent's system
+        prompt, then the client's messages as given; nothing is loaded or remembered."""
+        agent = self.agents.resolve(agent_name)
+        prepared = self._system(agent)
+        prepared.extend(messages)
+        if self._log_content:
+            logger.debug("stateless chat with %s: %d messages", agent.name, len(prepared))
+        provider = self.providers[agent.name]
+        return PreparedChat(agent, "", owner, "", prepared, self._options(agent, options), provider, remember=False)
+
+    @staticmethod
+    def _system(agent: Agent) -> list[Message]:
+        return [Message("system", agent.system_prompt)] if agent.system_prompt else []
+
+    def _options(self, agent: Agent, overrides: ChatOptions | None) -> dict[str, Any]:
+        options: dict[str, Any] = dict(agent.options)
+        if overrides is not None:
+            for field in overrides.__struct_fields__:
+                value = getattr(overrides, field)
                 if value is not None:
                     options[field] = value
         if self._max_tokens is not None and "max_tokens" not in options and "num_predict" not in options:
             options["max_tokens"] = self._max_tokens
-        if self._log_content:
-            logger.debug("conversation %s: user: %s", conversation_id, request.message)
-        return PreparedChat(agent, conversation_id, owner, request.message, messages, options)
+        return options
+
+    async def check_upstreams(self) -> list[UpstreamHealth]:
+        """Ask every upstream server of every provider in use, concurrently, each once (no generation)."""
+        seen: dict[int, tuple[Provider, Upstream]] = {}
+        for provider in self.providers.values():
+            for upstream in provider.upstreams:
+                seen.setdefault(id(upstream), (provider, upstream))
+        pairs = list(seen.values())
+        results: list[UpstreamHealth | None] = [None] * len(pairs)
+
+        async def check(index: int, provider: Provider, upstream: Upstream) -> None:
+            results[index] = await provider.check(upstream)
+
+        async with anyio.create_task_group() as group:
+            for index, (provider, upstream) in enumerate(pairs):
+                group.start_soon(check, index, provider, upstream)
+        return [result for result in results if result is not None]
 
     async def stream(self, chat: PreparedChat) -> AsyncGenerator[str | ChatResponse, None]:
         """Yield the reply's text pieces, then the whole `ChatResponse`.
@@ -115,7 +167,7 @@ class ChatService:
         parts: list[str] = []
         completion: Completion | None = None
         try:
-            async for item in self.provider.stream_chat(chat.agent.model, chat.messages, chat.options):
+            async for item in chat.provider.stream_chat(chat.agent.model, chat.messages, chat.options):
                 if type(item) is str:
                     parts.append(item)
                     yield item
@@ -156,6 +208,8 @@ class ChatService:
         raise AssertionError("the reply stream ended without its ChatResponse")
 
     async def _remember(self, chat: PreparedChat, reply: str, interrupted: bool) -> None:
+        if not chat.remember:
+            return
         if self._log_content:
             logger.debug(
                 "conversation %s: %s%s: %s", chat.conversation_id, ASSISTANT, " (interrupted)" * interrupted, reply

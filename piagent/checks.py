@@ -11,10 +11,12 @@ from typing import NamedTuple, TextIO
 import httpx
 
 from piagent import __version__
-from piagent.agents import Agents, load_agents
+from piagent.agents import Agent, Agents, load_agents
 from piagent.exceptions import AgentDefinitionError, PiagentError, SettingsError, UpstreamTimeout, UpstreamUnavailable
+from piagent.providers.factory import ProviderSpec, provider_specs
 from piagent.providers.ollama import OllamaProvider, model_key
-from piagent.settings import Settings, mask_secret
+from piagent.providers.openai import OpenAIProvider
+from piagent.settings import Settings, mask_secret, split_urls
 from piagent.stores import store_factory
 
 # How long the model server gets to answer a check: it answers these from memory, but a Pi that is
@@ -63,7 +65,9 @@ def check_settings(settings: Settings, report: Report) -> None:
 def check_agents(settings: Settings, report: Report) -> Agents | None:
     """Load the agents as the server would; None (and a problem) when they do not load."""
     try:
-        agents = load_agents(settings.prompts_dir, settings.default_agent, settings.model, settings.memory_max_turns)
+        agents = load_agents(
+            settings.prompts_dir, settings.default_agent, settings.model, settings.memory_max_turns, settings.provider
+        )
     except AgentDefinitionError as exc:
         report.problem(exc.message, f"fix that file, or move it out of {settings.prompts_dir}")
         return None
@@ -72,50 +76,77 @@ def check_agents(settings: Settings, report: Report) -> Agents | None:
         return None
     report.say(f"\nAgents, from {settings.prompts_dir} (default: {agents.default}):")
     width = max(len(name) for name in agents)
-    report.lines.extend(f"  {agent.name:<{width}}  {agent.model}" for agent in agents.values())
+    report.lines.extend(
+        f"  {agent.name:<{width}}  {agent.model}" + ("" if agent.provider == "ollama" else f"  ({agent.provider})")
+        for agent in agents.values()
+    )
     return agents
 
 
 async def check_upstream(
     settings: Settings, agents: Agents | None, report: Report, transport: httpx.AsyncBaseTransport | None = None
 ) -> None:
-    """Is the model server there, which version, and has it pulled every agent's model?"""
-    url = mask_secret("PIAGENT_OLLAMA_URL", settings.ollama_url)
-    timeout = httpx.Timeout(_READ_TIMEOUT, connect=settings.connect_timeout)
-    verify = settings.ollama_url.startswith("https:")
-    async with httpx.AsyncClient(timeout=timeout, transport=transport, trust_env=False, verify=verify) as client:
-        provider = OllamaProvider(client, settings.ollama_url)
-        try:
-            version = await provider.version(_READ_TIMEOUT)
-            models = await provider.list_models(_READ_TIMEOUT)
-        except UpstreamUnavailable:
-            report.say(f"\nModel server: ollama at {url}: not reachable")
-            report.problem(
-                f"ollama is not reachable at {url}", "start it with `ollama serve` or set PIAGENT_OLLAMA_URL"
-            )
-            return
-        except UpstreamTimeout:
-            report.say(f"\nModel server: ollama at {url}: no answer")
-            report.problem(
-                f"ollama at {url} did not answer within {_READ_TIMEOUT:g} s",
-                "check that it is not stuck (`journalctl -u ollama`) and that the machine is not out of memory",
-            )
-            return
-        except PiagentError as exc:
-            report.say(f"\nModel server: ollama at {url}: not answering like Ollama")
-            report.problem(
-                f"{url} does not answer like Ollama ({exc.message})",
-                "set PIAGENT_OLLAMA_URL to the Ollama server's address (port 11434 by default)",
-            )
-            return
-    report.say(f"\nModel server: ollama {version or '(version unknown)'} at {url}")
+    """Is every model server the agents use there, which version, and does it have every agent's model?
+
+    Without agents (their files did not load), the settings' server for `PIAGENT_PROVIDER` is checked.
+    """
+    groups: dict[ProviderSpec, list[Agent]] = {}
     if agents is None:
+        groups[ProviderSpec(settings.provider, split_urls(settings.default_urls(settings.provider)), "")] = []
+    else:
+        try:
+            specs = provider_specs(settings, agents, os.environ)
+        except SettingsError as exc:  # an agent's api_key_env names a variable that is not set
+            report.problem(exc.message, "export it before starting piagent, or remove api_key_env")
+            return
+        for agent in agents.values():
+            groups.setdefault(specs[agent.name], []).append(agent)
+    timeout = httpx.Timeout(_READ_TIMEOUT, connect=settings.connect_timeout)
+    verify = any(url.startswith("https:") for spec in groups for url in spec.urls)
+    async with httpx.AsyncClient(timeout=timeout, transport=transport, trust_env=False, verify=verify) as client:
+        for spec, users in groups.items():
+            own = [agent.name for agent in users if agent.url]
+            setting = f"fix `url:` of agent {', '.join(map(repr, own))}" if own else _URL_KEYS[spec.kind]
+            for url in spec.urls:
+                if spec.kind == "openai":
+                    await _check_openai(client, url, spec.api_key, users, setting, report)
+                else:
+                    await _check_ollama(client, url, spec.api_key, users, setting, report)
+
+
+# The setting to change when the settings' own server is the one at fault.
+_URL_KEYS = {"ollama": "set PIAGENT_OLLAMA_URL", "openai": "set PIAGENT_OPENAI_URL"}
+
+
+async def _check_ollama(
+    client: httpx.AsyncClient, base: str, api_key: str, users: list[Agent], setting: str, report: Report
+) -> None:
+    url = mask_secret("PIAGENT_OLLAMA_URL", base)
+    provider = OllamaProvider(client, base, api_key=api_key)
+    try:
+        version = await provider.version(_READ_TIMEOUT)
+        models = await provider.list_models(_READ_TIMEOUT)
+    except UpstreamUnavailable:
+        report.say(f"\nModel server: ollama at {url}: not reachable")
+        report.problem(f"ollama is not reachable at {url}", f"start it with `ollama serve` or {setting}")
         return
+    except UpstreamTimeout:
+        report.say(f"\nModel server: ollama at {url}: no answer")
+        report.problem(
+            f"ollama at {url} did not answer within {_READ_TIMEOUT:g} s",
+            "check that it is not stuck (`journalctl -u ollama`) and that the machine is not out of memory",
+        )
+        return
+    except PiagentError as exc:
+        report.say(f"\nModel server: ollama at {url}: not answering like Ollama")
+        report.problem(
+            f"{url} does not answer like Ollama ({exc.message})",
+            f"{setting} to the Ollama server's address (port 11434 by default)",
+        )
+        return
+    report.say(f"\nModel server: ollama {version or '(version unknown)'} at {url}")
     pulled = {model_key(model.name): model for model in models}
-    users: dict[str, list[str]] = {}
-    for agent in agents.values():
-        users.setdefault(agent.model, []).append(agent.name)
-    for model, names in users.items():
+    for model, names in _models_of(users).items():
         found = pulled.get(model_key(model))
         if found is not None:
             report.say(f"  {model}: pulled ({_size(found.size)})")
@@ -123,6 +154,39 @@ async def check_upstream(
         whose = ("agent " if len(names) == 1 else "agents ") + ", ".join(repr(name) for name in names)
         report.say(f"  {model}: not pulled")
         report.problem(f"model {model!r} of {whose} is not pulled", f"run `ollama pull {model}`")
+
+
+async def _check_openai(
+    client: httpx.AsyncClient, base: str, api_key: str, users: list[Agent], setting: str, report: Report
+) -> None:
+    url = mask_secret("PIAGENT_OPENAI_URL", base)
+    provider = OpenAIProvider(client, base, api_key)
+    try:
+        served = await provider.list_models(_READ_TIMEOUT)
+    except UpstreamUnavailable:
+        report.say(f"\nModel server: openai-compatible at {url}: not reachable")
+        report.problem(
+            f"the OpenAI-compatible server is not reachable at {url}",
+            f"start it (llama-server, LM Studio, vLLM, ...) or {setting}",
+        )
+        return
+    except PiagentError as exc:
+        report.say(f"\nModel server: openai-compatible at {url}: not answering like one")
+        report.problem(f"{url} does not answer like an OpenAI-compatible server ({exc.message})", setting)
+        return
+    report.say(f"\nModel server: openai-compatible at {url}, serving {', '.join(served) or 'no model it names'}")
+    for model in _models_of(users):
+        # Informational only: llama.cpp's server, for one, answers for its one model under any name.
+        listed = "listed" if model in served else "not listed by the server (some serve any name)"
+        report.say(f"  {model}: {listed}")
+
+
+def _models_of(users: list[Agent]) -> dict[str, list[str]]:
+    """Each model these agents use, with the names of the agents that use it."""
+    models: dict[str, list[str]] = {}
+    for agent in users:
+        models.setdefault(agent.model, []).append(agent.name)
+    return models
 
 
 async def check_store(settings: Settings, report: Report) -> None:

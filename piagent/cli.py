@@ -53,7 +53,9 @@ def list_agents(settings: Settings) -> int:
     """Print each agent with its model and description."""
     from piagent.agents import load_agents
 
-    agents = load_agents(settings.prompts_dir, settings.default_agent, settings.model, settings.memory_max_turns)
+    agents = load_agents(
+        settings.prompts_dir, settings.default_agent, settings.model, settings.memory_max_turns, settings.provider
+    )
     width = max(len(name) for name in agents)
     for agent in agents.values():
         default = " (default)" if agent.name == agents.default else ""

@@ -1,16 +1,24 @@
-"""HTTP responses whose bodies are msgspec-encoded, and the one place errors become responses."""
+"""HTTP responses whose bodies are msgspec-encoded, and the one place errors become responses.
+
+An error takes the shape its route's clients read: OpenAI's `{"error": {"message", "type", "param",
+"code"}}` under `/v1/`, Ollama's `{"error": "..."}` under `/api/`, piagent's own everywhere else.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope
 
-from piagent.exceptions import PiagentError
+from piagent.exceptions import AgentNotFound, PiagentError, ValidationFailed
 from piagent.schemas import ErrorBody, ErrorDetail
+from piagent.schemas_ollama import OllamaError
+from piagent.schemas_openai import OpenAIErrorBody, OpenAIErrorDetail
 
 # msgspec encoders hold no per-call state; one shared instance is the documented fast path.
 ENCODER = msgspec.json.Encoder()
@@ -33,7 +41,65 @@ def error_response(exc: PiagentError, headers: Mapping[str, str] | None = None) 
     return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
 
+_FIELD_PATH = re.compile(r"at `\$\.?([^`]*)`")
+
+
+def _openai_type(status: int) -> str:
+    if status == 401:
+        return "authentication_error"
+    if status == 403:
+        return "permission_error"
+    if status == 429:
+        return "rate_limit_error"
+    return "server_error" if status >= 500 else "invalid_request_error"
+
+
+def openai_error(exc: PiagentError) -> OpenAIErrorBody:
+    """piagent's error in OpenAI's shape: an unknown agent is OpenAI's `model_not_found`, a field is `param`."""
+    param = None
+    if isinstance(exc, ValidationFailed) and (found := _FIELD_PATH.search(exc.message)):
+        param = found.group(1) or None
+    code = "model_not_found" if isinstance(exc, AgentNotFound) else exc.code
+    return OpenAIErrorBody(OpenAIErrorDetail(exc.message, _openai_type(exc.status_code), param, code))
+
+
+def openai_error_response(exc: PiagentError, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """The JSON error body and status for the OpenAI-compatible routes."""
+    return JSONResponse(openai_error(exc), status_code=exc.status_code, headers=headers)
+
+
+def ollama_error_response(exc: PiagentError, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """The JSON error body and status for the Ollama-compatible routes (Ollama's clients read `error` as text)."""
+    return JSONResponse(OllamaError(exc.message), status_code=exc.status_code, headers=headers)
+
+
+ErrorRenderer = Callable[[PiagentError, Mapping[str, str] | None], Response]
+# Path prefixes whose clients expect another API's error shape; everything else gets piagent's.
+_DIALECTS: tuple[tuple[str, ErrorRenderer], ...] = (
+    ("/v1/", openai_error_response),
+    ("/api/", ollama_error_response),
+)
+
+
+def route_path(scope: Scope) -> str:
+    """The request path inside piagent, without the prefix of a host app that mounts it."""
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if root_path and path.startswith(root_path) and path[len(root_path) : len(root_path) + 1] in ("/", ""):
+        return path[len(root_path) :] or "/"
+    return path
+
+
+def error_response_for(request: Request, exc: PiagentError, headers: Mapping[str, str] | None = None) -> Response:
+    """The error response in the shape the route's clients expect."""
+    path = route_path(request.scope)
+    for prefix, render in _DIALECTS:
+        if path.startswith(prefix):
+            return render(exc, headers)
+    return error_response(exc, headers)
+
+
 async def handle_piagent_error(request: Request, exc: Exception) -> Response:
     """Exception handler for `PiagentError` and every subclass (Starlette walks the MRO)."""
     assert isinstance(exc, PiagentError)
-    return error_response(exc)
+    return error_response_for(request, exc)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import httpx
 import msgspec
 from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
@@ -28,11 +29,25 @@ from piagent.exceptions import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from piagent.memory import MemoryStore
+from piagent.memory import Conversation, MemoryStore
+from piagent.openapi import JSON, NDJSON, SSE, Body, Endpoint, Param, build_openapi
 from piagent.page import ChatPage
-from piagent.providers.base import Provider
-from piagent.responses import JSONResponse, error_response
-from piagent.schemas import AgentInfo, AgentList, ChatRequest, ErrorDetail, Health, StoreHealth
+from piagent.responses import JSONResponse, error_response_for
+from piagent.schemas import (
+    AgentInfo,
+    AgentList,
+    ChatRequest,
+    ChatResponse,
+    ConversationList,
+    DoneEvent,
+    ErrorDetail,
+    ErrorEvent,
+    Health,
+    StoreHealth,
+    TokenEvent,
+)
+from piagent.schemas_ollama import OllamaChatRequest, OllamaChatResponse, OllamaTags, OllamaVersion
+from piagent.schemas_openai import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model, ModelList
 from piagent.settings import Settings
 from piagent.streaming import ReplyStream, choose_format, until_disconnect
 
@@ -49,8 +64,9 @@ class Runtime(NamedTuple):
     agents: Agents
     chat: ChatService
     store: MemoryStore | None
-    provider: Provider
     agent_list: AgentList
+    started_at: float = 0.0  # Unix time the lifespan started (the front doors' "created" dates)
+    client: httpx.AsyncClient | None = None  # the one shared upstream client (for tests and diagnostics)
 
 
 def build_agent_list(agents: Agents) -> AgentList:
@@ -150,21 +166,27 @@ async def _count_conversations(store: MemoryStore, store_health: StoreHealth | N
 
 
 async def health(request: Request) -> Response:
-    """`GET /health`: the server is up; `?deep=1` also asks the model server and the store (503 if one is down)."""
+    """`GET /health`: the server is up; `?deep=1` also asks every upstream and the store (503 if one is down)."""
     runtime = get_runtime(request)
     deep = wants_deep_health(request.query_params)
     store = runtime.store
-    upstream = await runtime.provider.check() if deep else None
+    upstreams = await runtime.chat.check_upstreams() if deep else None
     store_health = await _store_health(store) if deep and store is not None else None
     conversations = 0 if store is None else await _count_conversations(store, store_health)
-    error = None
-    if upstream is not None and upstream.status != "ok":
-        error = ErrorDetail("upstream_unavailable", upstream.error or f"{upstream.name} is not healthy")
-    elif store_health is not None and store_health.status != "ok":
-        error = ErrorDetail("store_unavailable", store_health.error or f"memory store {store_health.name!r} is down")
-    if error is None:
-        return JSONResponse(Health("ok", __version__, len(runtime.agents), conversations, upstream, store_health))
-    body = Health("degraded", __version__, len(runtime.agents), conversations, upstream, store_health, error)
+    errors = [
+        ErrorDetail("upstream_unavailable", upstream.error or f"{upstream.name} is not healthy")
+        for upstream in upstreams or ()
+        if upstream.status != "ok"
+    ]
+    if store_health is not None and store_health.status != "ok":
+        errors.append(
+            ErrorDetail("store_unavailable", store_health.error or f"memory store {store_health.name!r} is down")
+        )
+    if not errors:
+        return JSONResponse(Health("ok", __version__, len(runtime.agents), conversations, upstreams, store_health))
+    # One error: the first one's code (upstreams first, as before), every failing part in the message.
+    error = ErrorDetail(errors[0].code, "; ".join(error.message for error in errors))
+    body = Health("degraded", __version__, len(runtime.agents), conversations, upstreams, store_health, error)
     return JSONResponse(body, status_code=503)
 
 
@@ -203,7 +225,7 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     else:
         error = RequestError(str(exc.detail))
         error.status_code = exc.status_code
-    return error_response(error, headers=exc.headers)
+    return error_response_for(request, error, headers=exc.headers)
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
@@ -213,12 +235,27 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
     closes the connection: `Connection: close` tells the client not to send its next request on it.
     """
     error = PiagentError("piagent hit an unexpected error; the server log has the details")
-    return error_response(error, headers={"Connection": "close"})
+    return error_response_for(request, error, headers={"Connection": "close"})
+
+
+async def openapi(request: Request) -> Response:
+    """`GET /openapi.json`: the OpenAPI 3.1 document of every endpoint, from the table below."""
+    root = request.scope.get("root_path", "")
+    # Only the rows of routes this app serves: the chat page, for one, can be turned off.
+    served = {
+        (method, route.path)
+        for route in request.app.routes
+        if isinstance(route, Route)
+        for method in route.methods or ()
+    }
+    endpoints = [endpoint for endpoint in API if (endpoint.method, endpoint.path) in served]
+    return JSONResponse(build_openapi(endpoints, "piagent", __version__, server=root or "/"))
 
 
 def build_routes(chat_page: ChatPage | None = None) -> list[Route]:
-    """Every endpoint piagent serves; `GET /` only with a chat page."""
-    # Imported here: the conversation endpoints use this module's helpers (get_runtime, owner_of).
+    """Every endpoint piagent serves (`GET /` only with a chat page); each needs its row in `API` (a test checks)."""
+    # Imported here: these modules build on this module's helpers (get_runtime, owner_of, read_json_body).
+    from piagent import routes_ollama, routes_openai
     from piagent.conversations import conversation_routes
 
     page = [Route("/", chat_page.endpoint, methods=["GET"])] if chat_page is not None else []
@@ -228,4 +265,96 @@ def build_routes(chat_page: ChatPage | None = None) -> list[Route]:
         Route("/agents", list_agents, methods=["GET"]),
         Route("/chat", chat, methods=["POST"]),
         *conversation_routes(),
+        *routes_openai.build_routes(),
+        *routes_ollama.build_routes(),
+        Route("/openapi.json", openapi, methods=["GET"]),
     ]
+
+
+_UPSTREAM_ERRORS = (502, 503, 504)
+_BODY_ERRORS = (400, 413, 415, 422)
+_CHAT_EVENTS: Any = TokenEvent | DoneEvent | ErrorEvent
+# What /openapi.json says about each route: one row per (method, path) of build_routes().
+API: tuple[Endpoint, ...] = (
+    Endpoint("GET", "/", "The chat page (when PIAGENT_CHAT_PAGE is on)", ok=(Body("text/html", str),)),
+    Endpoint(
+        "GET",
+        "/health",
+        "Whether piagent is up; with deep=1 also every upstream server and the memory store (503 if one is down)",
+        query=(Param("deep", "1 to also ask every upstream server"),),
+        ok=(Body(JSON, Health),),
+        errors=(503,),
+    ),
+    Endpoint("GET", "/agents", "The agents: name, description, model", ok=(Body(JSON, AgentList),)),
+    Endpoint(
+        "POST",
+        "/chat",
+        "One message to an agent, in a remembered conversation; the reply whole or streamed (by Accept)",
+        request=ChatRequest,
+        ok=(
+            Body(JSON, ChatResponse, "stream false"),
+            Body("text/plain", str, "stream true: the reply's text as generated"),
+            Body(SSE, _CHAT_EVENTS, "stream true, Accept: text/event-stream: token events, then done or error"),
+            Body(NDJSON, _CHAT_EVENTS, "stream true, Accept: application/x-ndjson: the same events, one a line"),
+        ),
+        errors=(*_BODY_ERRORS, 404, *_UPSTREAM_ERRORS),
+    ),
+    Endpoint(
+        "GET",
+        "/conversations",
+        "The caller's stored conversations, newest first, a page at a time",
+        query=(Param("limit", "conversations per page, 1 to 100 (default 20)"), Param("before", "a page's `next`")),
+        ok=(Body(JSON, ConversationList),),
+        errors=(422, 503),
+    ),
+    Endpoint(
+        "GET",
+        "/conversations/{conversation_id}",
+        "One stored conversation with every kept turn",
+        path_params=(Param("conversation_id", "the conversation's id"),),
+        ok=(Body(JSON, Conversation),),
+        errors=(404, 503),
+    ),
+    Endpoint(
+        "DELETE",
+        "/conversations/{conversation_id}",
+        "Forget one stored conversation",
+        path_params=(Param("conversation_id", "the conversation's id"),),
+        status=204,
+        errors=(404, 503),
+    ),
+    Endpoint(
+        "POST",
+        "/v1/chat/completions",
+        "OpenAI-compatible chat: model is an agent, whose system prompt goes before the messages; stateless",
+        request=ChatCompletionRequest,
+        ok=(
+            Body(JSON, ChatCompletion, "stream false"),
+            Body(SSE, ChatCompletionChunk, "stream true: data: chunks, then data: [DONE]"),
+        ),
+        errors=(*_BODY_ERRORS, 404, *_UPSTREAM_ERRORS),
+    ),
+    Endpoint("GET", "/v1/models", "OpenAI-compatible model list: every agent", ok=(Body(JSON, ModelList),)),
+    Endpoint(
+        "GET",
+        "/v1/models/{model}",
+        "OpenAI-compatible model: one agent",
+        path_params=(Param("model", "the agent's name"),),
+        ok=(Body(JSON, Model),),
+        errors=(404,),
+    ),
+    Endpoint(
+        "POST",
+        "/api/chat",
+        "Ollama-compatible chat: model is an agent; streams NDJSON unless stream is false; stateless",
+        request=OllamaChatRequest,
+        ok=(
+            Body(NDJSON, OllamaChatResponse, "stream true (the default): one line per piece, done on the last"),
+            Body(JSON, OllamaChatResponse, "stream false"),
+        ),
+        errors=(*_BODY_ERRORS, 404, *_UPSTREAM_ERRORS),
+    ),
+    Endpoint("GET", "/api/tags", "Ollama-compatible model list: every agent", ok=(Body(JSON, OllamaTags),)),
+    Endpoint("GET", "/api/version", "Ollama-compatible version: piagent's", ok=(Body(JSON, OllamaVersion),)),
+    Endpoint("GET", "/openapi.json", "This document (OpenAPI 3.1)", ok=(Body(JSON, dict[str, Any]),)),
+)

@@ -94,12 +94,13 @@ class ErrorDetail(msgspec.Struct):
 
 
 class UpstreamHealth(msgspec.Struct, omit_defaults=True):
-    """The model server as `GET /health?deep=1` saw it."""
+    """One model server as `GET /health?deep=1` saw it, named but never by URL."""
 
     name: str
     status: Literal["ok", "unavailable", "error"]
     version: str | None = None
     error: str | None = None
+    in_flight: int | None = None  # requests piagent has open on it right now
 
 
 class StoreHealth(msgspec.Struct, omit_defaults=True):
@@ -117,7 +118,7 @@ class Health(msgspec.Struct, omit_defaults=True):
     version: str
     agents: int
     conversations: int | None = None
-    upstream: UpstreamHealth | None = None
+    upstreams: list[UpstreamHealth] | None = None  # only with ?deep=1
     store: StoreHealth | None = None
     error: ErrorDetail | None = None
 

@@ -13,6 +13,7 @@ from starlette.config import Config
 from piagent.exceptions import SettingsError
 
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+PROVIDERS = ("ollama", "openai")
 
 
 def _integer(low: int, high: int) -> Callable[[str], int]:
@@ -88,6 +89,19 @@ def redact_url(url: str) -> str:
     return f"{scheme}{sep}{user + ':' if colon else ''}***@{host}{slash}{path}"
 
 
+def parse_urls(text: str) -> str:
+    """One or more comma-separated http(s) URLs, normalized (no trailing slash) and joined by commas."""
+    urls = [_url(part) for part in text.split(",")]
+    if len(set(urls)) != len(urls):
+        raise ValueError("comma-separated http:// or https:// URLs, each once")
+    return ",".join(urls)
+
+
+def split_urls(text: str) -> tuple[str, ...]:
+    """The URLs of a value `parse_urls` produced (a setting or an agent's `url:`)."""
+    return tuple(text.split(",")) if text else ()
+
+
 def _word(text: str) -> str:
     value = text.strip()
     if not value or any(ch.isspace() for ch in value):
@@ -151,7 +165,41 @@ class _Key(NamedTuple):
 KEYS: tuple[_Key, ...] = (
     _Key("PIAGENT_HOST", "host", "127.0.0.1", _word, "Address to listen on (0.0.0.0 for the LAN; see 'On a LAN')."),
     _Key("PIAGENT_PORT", "port", "8000", _integer(1, 65535), "TCP port to listen on."),
-    _Key("PIAGENT_OLLAMA_URL", "ollama_url", "http://127.0.0.1:11434", _url, "Base URL of the Ollama server."),
+    _Key(
+        "PIAGENT_PROVIDER",
+        "provider",
+        "ollama",
+        _choice(*PROVIDERS),
+        "Upstream protocol of agents whose prompt file names none: `ollama` or `openai` (see 'Upstreams').",
+    ),
+    _Key(
+        "PIAGENT_OLLAMA_URL",
+        "ollama_url",
+        "http://127.0.0.1:11434",
+        parse_urls,
+        "Base URL of the Ollama server; several, comma-separated, are balanced (see 'Upstreams').",
+    ),
+    _Key(
+        "PIAGENT_OPENAI_URL",
+        "openai_url",
+        "http://127.0.0.1:8080",
+        parse_urls,
+        "Base URL of an OpenAI-compatible server (llama.cpp, LM Studio, vLLM, ...); a trailing `/v1` is optional.",
+    ),
+    _Key(
+        "PIAGENT_OPENAI_API_KEY",
+        "openai_api_key",
+        "",
+        _text,
+        "Key sent as `Authorization: Bearer` to OpenAI-compatible servers; empty: none.",
+    ),
+    _Key(
+        "PIAGENT_UPSTREAM_COOLOFF",
+        "upstream_cooloff",
+        "5",
+        _seconds(0, 3600),
+        "Seconds an upstream that refused a connection is tried only after the others.",
+    ),
     _Key("PIAGENT_MODEL", "model", "qwen2.5:0.5b", _word, "Model for agents whose prompt file names none."),
     _Key("PIAGENT_PROMPTS_DIR", "prompts_dir", "prompts", _text, "Folder of agent files (`<name>.md` or `.txt`)."),
     _Key("PIAGENT_DEFAULT_AGENT", "default_agent", "general", _word, "Agent used when a request names none."),
@@ -329,7 +377,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    provider: str = "ollama"
     ollama_url: str = "http://127.0.0.1:11434"
+    openai_url: str = "http://127.0.0.1:8080"
+    openai_api_key: str = ""
+    upstream_cooloff: float = 5.0
     model: str = "qwen2.5:0.5b"
     prompts_dir: str = "prompts"
     default_agent: str = "general"
@@ -396,6 +448,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 shown = "<hidden>" if key.secret else repr(raw)
                 raise SettingsError(f"{key.env}={shown} is not allowed: expected {exc}") from exc
         return cls(**values)
+
+    def default_urls(self, provider: str) -> str:
+        """The comma-separated upstream URLs agents of this provider use unless they name their own."""
+        return self.openai_url if provider == "openai" else self.ollama_url
 
     def describe(self) -> list[tuple[str, str]]:
         """Each key with its current value as text, secrets masked, for `piagent config` and `piagent check`."""

@@ -26,12 +26,17 @@ class ClientDisconnected(PiagentError):
 
 
 class StreamFormat(NamedTuple):
-    """How reply events become bytes; `done`/`error` of None mean the format has no such event."""
+    """How reply events become bytes; `done`/`error` of None mean the format has no such event.
+
+    `start` goes out with the first event (OpenAI's role chunk); the front doors build a format per
+    request, since their chunks repeat the response's id and model around every token.
+    """
 
     media_type: str
     token: Callable[[str], bytes]
     done: Callable[[ChatResponse], bytes] | None
     error: Callable[[PiagentError], bytes] | None
+    start: bytes = b""
 
 
 def _done_event(reply: ChatResponse) -> DoneEvent:
@@ -129,14 +134,15 @@ class ReplyStream:
         self._first = first
         self._replies = replies
         self._format = stream_format
-        self._conversation_id = conversation_id
+        self._label = f"conversation {conversation_id}" if conversation_id else "a stateless chat"
         self._limiter = limiter
         self._headers = [
             (b"content-type", stream_format.media_type.encode()),
             (b"cache-control", b"no-cache"),
             (b"x-accel-buffering", b"no"),
-            (b"x-conversation-id", conversation_id.encode()),
         ]
+        if conversation_id:  # the stateless front doors have none
+            self._headers.append((b"x-conversation-id", conversation_id.encode()))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         limiter = self._limiter
@@ -159,7 +165,7 @@ class ReplyStream:
             with anyio.CancelScope(shield=True):
                 await self._replies.aclose()
         if not relayed and limiter is not None and limiter.halted:
-            logger.warning("reply in conversation %s ended by the shutdown", self._conversation_id)
+            logger.warning("reply in %s ended by the shutdown", self._label)
             complete = await self._send_error(_halted_error(), send)
         if complete:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -169,21 +175,23 @@ class ReplyStream:
         fmt = self._format
         token = fmt.token
         item = self._first
+        start = fmt.start
         try:
             if type(item) is str:
-                await send({"type": "http.response.body", "body": token(item), "more_body": True})
+                await send({"type": "http.response.body", "body": start + token(item), "more_body": True})
+                start = b""
                 async for item in self._replies:
                     if type(item) is not str:
                         break
                     await send({"type": "http.response.body", "body": token(item), "more_body": True})
             if fmt.done is not None and type(item) is ChatResponse:
-                await send({"type": "http.response.body", "body": fmt.done(item), "more_body": True})
+                await send({"type": "http.response.body", "body": start + fmt.done(item), "more_body": True})
             return True
         except PiagentError as exc:
-            logger.warning("reply in conversation %s ended early: %s", self._conversation_id, exc.message)
+            logger.warning("reply in %s ended early: %s", self._label, exc.message)
             return await self._send_error(exc, send)
         except Exception:
-            logger.exception("reply in conversation %s failed", self._conversation_id)
+            logger.exception("reply in %s failed", self._label)
             return await self._send_error(PiagentError("piagent failed while relaying the reply"), send)
 
     async def _send_error(self, exc: PiagentError, send: Send) -> bool:

@@ -42,7 +42,7 @@ def leftovers(served: Served, baseline: frozenset[int]) -> Leftovers:
         runtime = served.runtime
         limiter = runtime.chat.limiter
         assert limiter is not None
-        transport = runtime.provider._client._transport  # type: ignore[attr-defined]
+        transport = runtime.client._transport  # type: ignore[union-attr]
         if isinstance(transport, HTTPToolsTransport):  # piagent's own transport (plain-http upstreams)
             pool = transport._pool
             open_, idle, pending = transport.connections, transport.idle_connections, len(pool._waiters)

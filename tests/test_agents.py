@@ -52,6 +52,9 @@ def test_txt_files_and_md_files_are_agents_other_files_are_not(tmp_path: Path) -
         pytest.param("general.md", "---\ncolour: red\n---\nx", "unknown field `colour`", id="unknown-key"),
         pytest.param("general.md", "---\nmax_turns: many\n---\nx", "$.max_turns", id="wrong-type"),
         pytest.param("general.md", "---\njust words\n---\nx", "expected 'key: value'", id="not-key-value"),
+        pytest.param("general.md", "---\nprovider: claude\n---\nx", "$.provider", id="unknown-provider"),
+        pytest.param("general.md", "---\nurl: localhost:8080\n---\nx", "an http:// or https:// URL", id="bad-url"),
+        pytest.param("general.md", "---\napi_key_env: sk-123\n---\nx", "$.api_key_env", id="key-not-a-name"),
     ],
 )
 def test_a_broken_prompt_file_stops_start_up_naming_the_file(
@@ -63,6 +66,33 @@ def test_a_broken_prompt_file_stops_start_up_naming_the_file(
         _load(tmp_path, default="ok")
     assert filename in caught.value.message
     assert error in caught.value.message
+
+
+def test_front_matter_sets_provider_urls_and_the_api_key_variable(tmp_path: Path) -> None:
+    (tmp_path / "general.md").write_text(
+        "---\nprovider: openai\nurl: http://a:8080/, http://b:8080\napi_key_env: LLAMA_KEY\n---\nHi"
+    )
+    (tmp_path / "plain.md").write_text("Hi")
+    agents = load_agents(tmp_path, "general", "m", 20, default_provider="openai")
+    general = agents["general"]
+    assert (general.provider, general.url, general.api_key_env) == (
+        "openai",
+        "http://a:8080,http://b:8080",
+        "LLAMA_KEY",
+    )
+    plain = agents["plain"]
+    assert (plain.provider, plain.url, plain.api_key_env) == ("openai", "", "")
+    assert _load(tmp_path)["plain"].provider == "ollama"
+
+
+def test_trailing_comments_in_front_matter_are_dropped(tmp_path: Path) -> None:
+    (tmp_path / "general.md").write_text(
+        "---\nmodel: qwen2.5:0.5b   # default: PIAGENT_MODEL\noptions:   # any Ollama option\n"
+        '  temperature: 0.2  # low\n  stop: ["a #1"]\nprovider: openai # here\napi_key_env: KEY  # from env\n---\nHi'
+    )
+    agent = _load(tmp_path)["general"]
+    assert (agent.model, agent.provider, agent.api_key_env) == ("qwen2.5:0.5b", "openai", "KEY")
+    assert agent.options == {"temperature": 0.2, "stop": ["a #1"]}
 
 
 def test_two_files_for_one_agent_are_refused(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ def test_health_counts_conversations(client: httpx.Client) -> None:
 def test_deep_health_asks_the_upstream(client: httpx.Client, fake_ollama: FakeOllama) -> None:
     response = client.get("/health", params={"deep": "1"})
     assert response.status_code == 200
-    assert response.json()["upstream"] == {"name": "ollama", "status": "ok", "version": "0.12.0"}
+    assert response.json()["upstreams"] == [{"name": "ollama", "status": "ok", "version": "0.12.0", "in_flight": 0}]
     assert [r.path for r in fake_ollama.requests] == ["/api/version"]
 
 
@@ -36,9 +36,9 @@ def test_deep_health_is_503_naming_an_unreachable_upstream(serve: Any) -> None:
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "degraded"
-    assert body["upstream"]["name"] == "ollama"
-    assert body["upstream"]["status"] == "unavailable"
+    assert [(u["name"], u["status"]) for u in body["upstreams"]] == [("ollama", "unavailable")]
     assert body["error"]["code"] == "upstream_unavailable"
+    assert "127.0.0.1" not in response.text
 
 
 def test_agents_lists_name_description_and_model(client: httpx.Client) -> None:

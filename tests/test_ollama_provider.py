@@ -150,11 +150,15 @@ async def test_a_line_over_the_cap_is_an_upstream_error(client: httpx.AsyncClien
 async def test_check_reports_version_or_the_failure(client: httpx.AsyncClient) -> None:
     route = respx.get(f"{URL}/api/version")
     route.mock(return_value=httpx.Response(200, json={"version": "0.12.0"}))
-    health = await OllamaProvider(client, URL).check()
-    assert (health.name, health.status, health.version) == ("ollama", "ok", "0.12.0")
+    provider = OllamaProvider(client, URL)
+    (upstream,) = provider.upstreams
+    health = await provider.check(upstream)
+    assert (health.name, health.status, health.version, health.in_flight) == ("ollama", "ok", "0.12.0", 0)
     route.mock(side_effect=httpx.ConnectError("refused"))
-    health = await OllamaProvider(client, URL).check()
+    health = await provider.check(upstream)
     assert health.status == "unavailable"
     assert "unreachable" in (health.error or "")
     route.mock(return_value=httpx.Response(500, json={"error": "broken"}))
-    assert (await OllamaProvider(client, URL).check()).error == "ollama: broken (HTTP 500)"
+    assert (await provider.check(upstream)).error == "ollama: broken (HTTP 500)"
+    route.mock(return_value=httpx.Response(200, text="<html>"))
+    assert (await provider.check(upstream)).error == "ollama answered /api/version with something else"

@@ -73,6 +73,10 @@ def test_a_missing_piagent_config_file_is_an_error(empty_dir: Path) -> None:
         pytest.param("PIAGENT_RATE_LIMIT", "fast", "an integer from 0 to 1000000", id="rate-limit"),
         pytest.param("PIAGENT_SHUTDOWN_GRACE", "nan", "a number of seconds from 0 to 3600", id="grace"),
         pytest.param("PIAGENT_FIRST_TOKEN_TIMEOUT", "0", "a number of seconds", id="first-token-timeout"),
+        pytest.param("PIAGENT_PROVIDER", "claude", "one of ollama, openai", id="provider"),
+        pytest.param("PIAGENT_OLLAMA_URL", "http://a:1,b:2", "an http:// or https:// URL", id="second-url-bad"),
+        pytest.param("PIAGENT_OLLAMA_URL", "http://a:1,http://a:1/", "each once", id="url-twice"),
+        pytest.param("PIAGENT_UPSTREAM_COOLOFF", "-1", "a number of seconds", id="cooloff"),
     ],
 )
 def test_a_wrong_value_names_the_key_the_value_and_what_is_allowed(
@@ -96,6 +100,22 @@ def test_the_readme_documents_every_key_with_its_default() -> None:
 def test_the_shipped_config_env_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
     assert Settings.from_env({}).port == 8000
+
+
+def test_several_upstream_urls_are_read_normalized(empty_dir: Path) -> None:
+    settings = Settings.from_env(
+        {"PIAGENT_OLLAMA_URL": " http://a:11434/ , http://b:11434", "PIAGENT_PROVIDER": "OpenAI"}
+    )
+    assert settings.ollama_url == "http://a:11434,http://b:11434"
+    assert settings.provider == "openai"
+    assert settings.default_urls("openai") == "http://127.0.0.1:8080"
+
+
+def test_describe_never_prints_the_api_key() -> None:
+    rows = dict(Settings(openai_api_key="sk-secret").describe())
+    assert rows["PIAGENT_OPENAI_API_KEY"] == "(set)"
+    assert "sk-secret" not in repr(Settings(openai_api_key="sk-secret").describe())
+    assert dict(Settings().describe())["PIAGENT_OPENAI_API_KEY"] == ""
 
 
 def test_describe_lists_every_key_once() -> None:

@@ -64,7 +64,7 @@ def test_on_shutdown_the_queue_is_refused_and_long_replies_are_ended_after_the_g
         )
         assert fake_ollama.wait_for_requests(2, timeout=3)
         limiter = served.runtime.chat.limiter
-        client = served.runtime.provider._client  # type: ignore[attr-defined]
+        client = served.runtime.client
         short = pool.submit(read_stream, served.url, {"message": "short", "stream": True}, "application/x-ndjson")
         assert fake_ollama.wait_for_requests(3, timeout=3)
         queued = pool.submit(httpx.post, f"{served.url}/chat", json={"message": "queued"}, timeout=30)

@@ -55,3 +55,32 @@ def cut(data: bytes, positions: Iterable[int]) -> list[bytes]:
     """`data` split at the given byte offsets."""
     bounds = [0, *sorted(set(positions)), len(data)]
     return [data[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+def openai_events(
+    tokens: Sequence[str],
+    finish_reason: str = "stop",
+    usage: tuple[int, int] | None = (5, -1),
+    end: bytes = b"\n",
+    done: bool = True,
+) -> bytes:
+    """A /v1/chat/completions SSE body as llama.cpp's server writes it; usage (-1: len(tokens)) or none."""
+    base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+
+    def event(obj: object) -> bytes:
+        return b"data: " + msgspec.json.encode(obj) + end + end
+
+    def choice(delta: dict[str, str], finish: str | None) -> dict[str, object]:
+        return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+    events = [event(choice({"role": "assistant", "content": ""}, None))]
+    events += [event(choice({"content": t}, None)) for t in tokens]
+    events.append(event(choice({}, finish_reason)))
+    if usage is not None:
+        prompt, completion = usage
+        completion = len(tokens) if completion < 0 else completion
+        counts = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+        events.append(event({**base, "choices": [], "usage": counts}))
+    if done:
+        events.append(b"data: [DONE]" + end + end)
+    return b"".join(events)

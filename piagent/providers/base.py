@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
 from piagent.schemas import UpstreamHealth
+
+if TYPE_CHECKING:  # pool.py builds on common.py, which uses `redact` from here
+    from piagent.providers.pool import Upstream
 
 # What an upstream's own error text may carry that a client must never see: URLs (the upstream's or its
 # runner's), network addresses and file paths (model blobs under the server's home, for instance).
@@ -42,9 +45,11 @@ class Completion(msgspec.Struct, frozen=True):
 
 
 class Provider(Protocol):
-    """A model server. Errors are translated at this edge into `piagent.exceptions.UpstreamError`s."""
+    """A model server protocol spoken to one or more upstreams. Errors are translated at this edge into
+    `piagent.exceptions.UpstreamError`s, which name the upstream but never its URL."""
 
     name: str
+    upstreams: tuple[Upstream, ...]
 
     def stream_chat(
         self, model: str, messages: Sequence[Message], options: Mapping[str, Any]
@@ -52,6 +57,6 @@ class Provider(Protocol):
         """Yield the reply's text pieces as generated, then one `Completion`; closing it stops generation."""
         ...
 
-    async def check(self) -> UpstreamHealth:
-        """Ask the server whether it is up, without generating anything."""
+    async def check(self, upstream: Upstream) -> UpstreamHealth:
+        """Ask one of `upstreams` whether it is up, without generating anything; never raises."""
         ...

@@ -1,4 +1,4 @@
-"""Incremental line splitting of an upstream byte stream, bounded, on b"\\n" only."""
+"""Incremental line splitting of an upstream byte stream, bounded, on b"\\n" only; NDJSON and SSE alike."""
 
 from __future__ import annotations
 
@@ -31,3 +31,22 @@ async def iter_lines(chunks: AsyncIterable[bytes], max_line_bytes: int, upstream
             raise UpstreamError(f"{upstream} sent a line longer than {max_line_bytes} bytes")
     if pending and not pending.isspace():
         yield pending
+
+
+def sse_data(line: bytes, upstream: str) -> bytes | None:
+    """The payload of one server-sent-events line from `iter_lines`, or None for a line that carries none.
+
+    Comments (`:` lines, keep-alives) and the other fields (`event:`, `id:`, `retry:`) carry none; a
+    CRLF line end leaves a trailing b"\\r" on the payload, which JSON reads as whitespace. Every
+    OpenAI-compatible server sends one JSON document per `data:` line, so each line is one payload (a
+    multi-line `data:` event is not joined). A line that looks like bare JSON means the server is not
+    sending events at all: an upstream error rather than silence. A plain function, not another
+    generator around `iter_lines`: it runs once per token.
+    """
+    if line.startswith(b"data: "):
+        return line[6:]
+    if line.startswith(b"data:"):
+        return line[5:]
+    if line.startswith((b"{", b"[")):
+        raise UpstreamError(f"{upstream} sent JSON where server-sent events were expected")
+    return None

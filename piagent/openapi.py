@@ -1,0 +1,106 @@
+"""The OpenAPI 3.1 document, generated from the route table and the msgspec Structs of every body."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Any, NamedTuple
+
+import msgspec
+
+from piagent.schemas import ErrorBody
+from piagent.schemas_ollama import OllamaError
+from piagent.schemas_openai import OpenAIErrorBody
+
+JSON = "application/json"
+SSE = "text/event-stream"
+NDJSON = "application/x-ndjson"
+_REF = "#/components/schemas/{name}"
+
+
+class Body(NamedTuple):
+    """One media type a route answers 200 with; for a stream, `schema` is one event (one line)."""
+
+    media_type: str
+    schema: Any
+    description: str = ""
+
+
+class Param(NamedTuple):
+    """One query or path parameter."""
+
+    name: str
+    description: str
+
+
+class Endpoint(NamedTuple):
+    """One row of the API table: a route's method and path, and what the document says about it."""
+
+    method: str
+    path: str
+    summary: str
+    request: Any = None
+    ok: tuple[Body, ...] = ()
+    errors: tuple[int, ...] = ()
+    query: tuple[Param, ...] = ()
+    path_params: tuple[Param, ...] = ()
+    status: int = 200  # the success status; with no `ok` bodies it answers no content (204)
+
+
+def error_schema(path: str) -> Any:
+    """The error body a route answers with, by the same prefixes the error handler uses."""
+    if path.startswith("/v1/"):
+        return OpenAIErrorBody
+    if path.startswith("/api/"):
+        return OllamaError
+    return ErrorBody
+
+
+def build_openapi(endpoints: Sequence[Endpoint], title: str, version: str, server: str = "/") -> dict[str, Any]:
+    """The whole document; every schema comes from `msgspec.json.schema_components`, shared ones by $ref."""
+    types: list[Any] = []
+    for endpoint in endpoints:
+        if endpoint.request is not None:
+            types.append(endpoint.request)
+        types.extend(body.schema for body in endpoint.ok)
+        if endpoint.errors:
+            types.append(error_schema(endpoint.path))
+    schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
+    schema_of = iter(schemas)
+    paths: dict[str, dict[str, Any]] = {}
+    for endpoint in endpoints:
+        operation: dict[str, Any] = {
+            "summary": endpoint.summary,
+            "operationId": endpoint.method.lower() + "".join(c if c.isalnum() else "_" for c in endpoint.path),
+        }
+        parameters = [
+            {"name": p.name, "in": "path", "required": True, "description": p.description, "schema": {"type": "string"}}
+            for p in endpoint.path_params
+        ]
+        parameters += [
+            {"name": q.name, "in": "query", "required": False, "description": q.description, "schema": {}}
+            for q in endpoint.query
+        ]
+        if parameters:
+            operation["parameters"] = parameters
+        if endpoint.request is not None:
+            operation["requestBody"] = {"required": True, "content": {JSON: {"schema": next(schema_of)}}}
+        content = {body.media_type: {"schema": next(schema_of)} for body in endpoint.ok}
+        descriptions = "; ".join(f"{body.media_type}: {body.description}" for body in endpoint.ok if body.description)
+        success: dict[str, Any] = {"description": descriptions or HTTPStatus(endpoint.status).phrase}
+        if content:
+            success["content"] = content
+        responses: dict[str, Any] = {str(endpoint.status): success}
+        if endpoint.errors:
+            error = {JSON: {"schema": next(schema_of)}}
+            for status in endpoint.errors:
+                responses[str(status)] = {"description": HTTPStatus(status).phrase, "content": error}
+        operation["responses"] = responses
+        paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version},
+        "servers": [{"url": server}],
+        "paths": paths,
+        "components": {"schemas": components},
+    }

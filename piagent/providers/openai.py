@@ -1,0 +1,198 @@
+"""OpenAI-compatible `/v1/chat/completions` (llama.cpp, LM Studio, vLLM, LocalAI, ...), streamed as SSE."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import httpx
+import msgspec
+
+from piagent.exceptions import UpstreamError
+from piagent.providers.base import Completion, Message, redact
+from piagent.providers.common import ReplyTimeouts, request_headers, status_error
+from piagent.providers.lines import iter_lines, sse_data
+from piagent.providers.pool import Upstream, UpstreamPool, as_pool
+from piagent.schemas import UpstreamHealth
+
+# The agent options (Ollama's vocabulary plus piagent's `max_tokens`) that mean the same to an
+# OpenAI-compatible server, under its names. The rest (num_ctx, num_thread, ...) are load-time
+# settings of Ollama that such a server fixes at start-up, and a strict server rejects unknown fields.
+_OPTION_NAMES = {
+    "max_tokens": "max_tokens",
+    "num_predict": "max_tokens",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "seed": "seed",
+    "stop": "stop",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+    # Not in OpenAI's API, but llama.cpp, llama-cpp-python, vLLM and LocalAI read them.
+    "top_k": "top_k",
+    "min_p": "min_p",
+    "repeat_penalty": "repeat_penalty",
+}
+
+
+class _StreamOptions(msgspec.Struct, frozen=True):
+    include_usage: bool = True
+
+
+_STREAM_OPTIONS = _StreamOptions()
+
+
+class _Delta(msgspec.Struct):
+    content: str | None = None
+
+
+class _Choice(msgspec.Struct):
+    delta: _Delta | None = None
+    finish_reason: str | None = None
+
+
+class _Usage(msgspec.Struct):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class _ErrorInfo(msgspec.Struct):
+    message: str = ""
+
+
+class _Chunk(msgspec.Struct):
+    """One `data:` event; lenient, since servers add fields (`id`, `model`, `system_fingerprint`, ...)."""
+
+    choices: list[_Choice] = []
+    usage: _Usage | None = None
+    error: _ErrorInfo | str | None = None
+
+
+class _ModelEntry(msgspec.Struct):
+    id: str = ""
+
+
+class _Models(msgspec.Struct):
+    data: list[_ModelEntry] = []
+
+
+def openai_base(url: str) -> str:
+    """The server's root: users often paste the SDK-style base URL ending in `/v1`."""
+    url = url.rstrip("/")
+    return url[:-3] if url.endswith("/v1") else url
+
+
+def _check_models(body: bytes) -> str | None:
+    msgspec.json.decode(body, type=_Models)
+    return None  # the OpenAI API has no version endpoint
+
+
+class OpenAIProvider:
+    """Talks to one OpenAI-compatible server or a pool of them; owns nothing but its codecs.
+
+    The same two read timeouts as the Ollama provider: `first_token_timeout` until the response head,
+    then the client's own read timeout between two events.
+    """
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        upstreams: str | UpstreamPool,
+        api_key: str = "",
+        max_line_bytes: int = 1 << 20,
+        name: str = "openai",
+        first_token_timeout: float | None = None,
+    ) -> None:
+        self.name = name
+        self._client = client
+        self._timeouts = ReplyTimeouts(client, first_token_timeout)
+        if isinstance(upstreams, str):
+            upstreams = ",".join(openai_base(url) for url in upstreams.split(","))
+        self._pool = as_pool(upstreams, name)
+        self.upstreams = self._pool.upstreams
+        self._max_line_bytes = max_line_bytes
+        self._headers = request_headers("text/event-stream", api_key)
+        self._check_headers = request_headers("application/json", api_key)
+        self._encoder = msgspec.json.Encoder()
+        self._decoder = msgspec.json.Decoder(_Chunk)
+
+    def _body(self, model: str, messages: Sequence[Message], options: Mapping[str, Any]) -> bytes:
+        body: dict[str, Any] = {"model": model, "messages": messages}
+        for key, value in options.items():
+            name = _OPTION_NAMES.get(key)
+            if name is not None:
+                body[name] = value
+        # stream_options asks for the usage chunk; servers that do not know it ignore it.
+        body["stream"] = True
+        body["stream_options"] = _STREAM_OPTIONS
+        return self._encoder.encode(body)
+
+    async def stream_chat(
+        self, model: str, messages: Sequence[Message], options: Mapping[str, Any]
+    ) -> AsyncIterator[str | Completion]:
+        """Yield the reply's text pieces as the server streams them, then one `Completion`."""
+        body = self._body(model, messages, options)
+        decode = self._decoder.decode
+        path = "/v1/chat/completions"
+        finish: str | None = None
+        usage: _Usage | None = None
+        done = False
+        async with self._pool.stream(self._client, path, body, self._headers, self._timeouts) as (upstream, response):
+            name = upstream.name
+            try:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise status_error(name, response.status_code, response.content)
+                async for line in iter_lines(response.aiter_bytes(), self._max_line_bytes, name):
+                    data = sse_data(line, name)
+                    # No payload (a comment, another field), or past [DONE], where nothing follows but
+                    # reading to the end keeps the connection poolable.
+                    if data is None or done:
+                        continue
+                    if data.startswith(b"[DONE]"):
+                        done = True
+                        continue
+                    try:
+                        chunk = decode(data)
+                    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+                        raise UpstreamError(f"{name} sent an event that is not valid JSON: {exc}") from exc
+                    if chunk.error is not None:
+                        error = chunk.error
+                        text = error if isinstance(error, str) else error.message
+                        raise UpstreamError(f"{name}: {redact(text) or 'error without a message'}")
+                    if chunk.choices:
+                        choice = chunk.choices[0]
+                        delta = choice.delta
+                        if delta is not None and delta.content:
+                            yield delta.content
+                        if choice.finish_reason is not None:
+                            finish = choice.finish_reason
+                    if chunk.usage is not None:
+                        usage = chunk.usage
+            except httpx.TransportError as exc:
+                if not done and finish is None:
+                    raise self._timeouts.body_error(exc, name) from exc
+                # The reply was whole; a failure while reading past its end only costs the connection.
+            # Without [DONE], the reply is whole all the same when its last choice said why it stopped.
+            if not done and finish is None:
+                raise UpstreamError(f"{name} ended the stream before the reply was done")
+        if usage is None:
+            yield Completion(finish, 0, 0)
+        else:
+            yield Completion(finish, usage.prompt_tokens, usage.completion_tokens)
+
+    async def list_models(self, seconds: float = 10.0, upstream: Upstream | None = None) -> list[str]:
+        """The model ids the server lists at `/v1/models`; raises an `UpstreamError`.
+
+        Asks `upstream`, by default the first of this provider's.
+        """
+        upstream = self.upstreams[0] if upstream is None else upstream
+        body = await self._pool.get(self._client, upstream, "/v1/models", self._check_headers, seconds)
+        try:
+            models = msgspec.json.decode(body, type=_Models)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            raise UpstreamError(f"{upstream.name} answered /v1/models with something else") from exc
+        return [model.id for model in models.data if model.id]
+
+    async def check(self, upstream: Upstream) -> UpstreamHealth:
+        """Ask one of this provider's upstreams for `/v1/models`; never raises."""
+        return await self._pool.check(self._client, upstream, "/v1/models", self._check_headers, _check_models)

@@ -1,0 +1,203 @@
+"""Several upstream servers behind one provider: the least busy first, one that refuses connections skipped."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Literal
+
+import httpx
+import msgspec
+
+from piagent.exceptions import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from piagent.providers.common import ReplyTimeouts, status_error, translate_transport_error
+from piagent.schemas import UpstreamHealth
+
+
+class Upstream:
+    """One model server: its base URL (never shown), its public name, and what the pool knows of it."""
+
+    __slots__ = ("_urls", "down_until", "in_flight", "name", "url")
+
+    def __init__(self, url: str, name: str) -> None:
+        self.url = url
+        self.name = name
+        self.in_flight = 0
+        # Monotonic time until which it is tried only after the others; 0.0 when it is not cooling off.
+        self.down_until = 0.0
+        self._urls: dict[str, httpx.URL] = {}
+
+    def url_for(self, path: str) -> httpx.URL:
+        """The URL of `path` on this server, parsed once (httpx would parse the string on every request)."""
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = httpx.URL(self.url + path)
+        return url
+
+
+def name_upstreams(kind: str, urls: Sequence[str]) -> list[Upstream]:
+    """Upstreams for these URLs, named `kind` when there is one and `kind#1`, `kind#2`, ... when several."""
+    if len(urls) == 1:
+        return [Upstream(urls[0], kind)]
+    return [Upstream(url, f"{kind}#{number}") for number, url in enumerate(urls, start=1)]
+
+
+class UpstreamPool:
+    """Picks an upstream per request and opens the stream; retries the next only when a connection is refused.
+
+    A refused (or timed-out) connection means the request never reached that server, so trying the next
+    one cannot run a generation twice; any later failure is the caller's to report. A server that refused
+    is tried only after the others for `cooloff` seconds of the injected `clock`.
+    """
+
+    def __init__(
+        self,
+        upstreams: Sequence[Upstream],
+        kind: str,
+        *,
+        cooloff: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not upstreams:
+            raise ValueError("an upstream pool needs at least one upstream")
+        self.upstreams = tuple(upstreams)
+        self.kind = kind
+        self._cooloff = cooloff
+        self._clock = clock
+        self._turn = 0  # rotates the tie-break, so idle upstreams take turns
+
+    def candidates(self) -> list[Upstream]:
+        """Every upstream in the order to try: available ones least busy first, cooling-off ones last."""
+        upstreams = self.upstreams
+        if len(upstreams) == 1:
+            return list(upstreams)
+        now = self._clock()
+        count = len(upstreams)
+        turn = self._turn
+        self._turn = (turn + 1) % count
+        order = sorted(
+            range(count),
+            key=lambda i: (
+                upstreams[i].down_until > now,
+                upstreams[i].down_until if upstreams[i].down_until > now else 0.0,
+                upstreams[i].in_flight,
+                (i - turn) % count,
+            ),
+        )
+        return [upstreams[i] for i in order]
+
+    def mark_down(self, upstream: Upstream) -> None:
+        """`upstream` refused a connection: try it last until the cool-off ends."""
+        upstream.down_until = self._clock() + self._cooloff
+
+    def is_down(self, upstream: Upstream) -> bool:
+        """Whether `upstream` is cooling off after a refused connection."""
+        return upstream.down_until > self._clock()
+
+    async def get(
+        self, client: httpx.AsyncClient, upstream: Upstream, path: str, headers: httpx.Headers, seconds: float = 5.0
+    ) -> bytes:
+        """A small GET on `upstream` that its server answers itself (no generation); failures translated like
+        a chat's, and a refused connection starts its cool-off."""
+        try:
+            response = await client.get(upstream.url_for(path), headers=headers, timeout=seconds)
+        except httpx.TransportError as exc:
+            if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+                self.mark_down(upstream)
+            raise translate_transport_error(exc, upstream.name) from exc
+        if response.status_code != 200:
+            raise status_error(upstream.name, response.status_code, response.content)
+        upstream.down_until = 0.0
+        return response.content
+
+    async def check(
+        self,
+        client: httpx.AsyncClient,
+        upstream: Upstream,
+        path: str,
+        headers: httpx.Headers,
+        version: Callable[[bytes], str | None],
+    ) -> UpstreamHealth:
+        """GET `path` on `upstream` and report it, with `version` read from the body. Never raises."""
+        name = upstream.name
+        try:
+            found = version(await self.get(client, upstream, path, headers))
+        except UpstreamError as exc:
+            reached = not isinstance(exc, UpstreamUnavailable | UpstreamTimeout)
+            status: Literal["unavailable", "error"] = "error" if reached else "unavailable"
+            return UpstreamHealth(name, status, error=exc.message, in_flight=upstream.in_flight)
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            message = f"{name} answered {path} with something else"
+            return UpstreamHealth(name, "error", error=message, in_flight=upstream.in_flight)
+        return UpstreamHealth(name, "ok", version=found, in_flight=upstream.in_flight)
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        client: httpx.AsyncClient,
+        path: str,
+        content: bytes,
+        headers: httpx.Headers,
+        timeouts: ReplyTimeouts | None = None,
+    ) -> AsyncIterator[tuple[Upstream, httpx.Response]]:
+        """POST to the first upstream that accepts the connection; the response is closed on exit.
+
+        What `client.stream()` does, plus the choice of upstream: the in-flight count covers the whole
+        exchange, so a long generation keeps its server marked busy until its last token.
+        """
+        refused: list[Upstream] = []
+        last_error: httpx.TransportError | None = None
+        for upstream in self.candidates():
+            request = client.build_request(
+                "POST",
+                upstream.url_for(path),
+                content=content,
+                headers=headers,
+                timeout=timeouts.head if timeouts is not None else httpx.USE_CLIENT_DEFAULT,
+            )
+            upstream.in_flight += 1
+            try:
+                response = await client.send(request, stream=True)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                upstream.in_flight -= 1
+                self.mark_down(upstream)
+                refused.append(upstream)
+                last_error = exc
+                continue
+            except httpx.TransportError as exc:
+                upstream.in_flight -= 1
+                if timeouts is not None:
+                    raise timeouts.head_error(exc, upstream.name) from exc
+                raise translate_transport_error(exc, upstream.name) from exc
+            except BaseException:
+                upstream.in_flight -= 1
+                raise
+            upstream.down_until = 0.0
+            if timeouts is not None:
+                # The head is in: from now on the longest silence allowed is the idle timeout. The transport
+                # looks this value up once when the body starts, so this one write covers every read.
+                response.request.extensions["timeout"]["read"] = timeouts.idle
+            try:
+                yield upstream, response
+            finally:
+                upstream.in_flight -= 1
+                await response.aclose()
+            return
+        assert last_error is not None
+        if len(refused) == 1:
+            raise translate_transport_error(last_error, refused[0].name) from last_error
+        names = ", ".join(upstream.name for upstream in refused)
+        raise UpstreamUnavailable(
+            f"{self.kind}: none of its {len(refused)} upstreams accepted a connection ({names}); are they running?"
+        ) from last_error
+
+
+def as_pool(
+    upstreams: str | UpstreamPool, kind: str, *, cooloff: float = 5.0, clock: Callable[[], float] = time.monotonic
+) -> UpstreamPool:
+    """A pool as given, or one built from comma-separated URLs (embedding and tests pass plain URLs)."""
+    if isinstance(upstreams, UpstreamPool):
+        return upstreams
+    urls = [url.strip().rstrip("/") for url in upstreams.split(",") if url.strip()]
+    return UpstreamPool(name_upstreams(kind, urls), kind, cooloff=cooloff, clock=clock)

@@ -1,0 +1,172 @@
+"""The OpenAI-compatible front door: `POST /v1/chat/completions` and `GET /v1/models`, each agent a model.
+
+Stateless, as the API is: the client sends the whole history, and the agent's system prompt goes
+before it. Errors take OpenAI's shape (see `responses.error_response_for`), also mid-stream.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from functools import partial
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from piagent.exceptions import InvalidJSON, PiagentError, ValidationFailed
+from piagent.providers.base import Message
+from piagent.responses import ENCODER, JSONResponse, openai_error
+from piagent.routes import get_runtime, owner_of, read_json_body
+from piagent.schemas import ChatOptions, ChatResponse
+from piagent.schemas_openai import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatMessage,
+    ChunkChoice,
+    ChunkDelta,
+    CompletionChoice,
+    CompletionUsage,
+    Model,
+    ModelList,
+)
+from piagent.streaming import ReplyStream, StreamFormat, until_disconnect
+
+_REQUEST = msgspec.json.Decoder(ChatCompletionRequest)
+_DONE = b"data: [DONE]\n\n"
+# Roles OpenAI has that Ollama and older servers do not: `developer` is the newer name for `system`.
+_ROLES = {"developer": "system"}
+
+
+def decode_request(body: bytes) -> ChatCompletionRequest:
+    """Decode and validate the body; 400 for JSON syntax, 422 naming the field otherwise."""
+    try:
+        return _REQUEST.decode(body)
+    except msgspec.ValidationError as exc:
+        raise ValidationFailed(str(exc)) from exc
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise InvalidJSON(f"the body is not valid JSON: {exc}") from exc
+
+
+def _text_of(message: ChatMessage, index: int) -> str:
+    content = message.content
+    if content is None or isinstance(content, str):
+        return content or ""
+    texts = []
+    for number, part in enumerate(content):
+        if part.type != "text" or part.text is None:
+            raise ValidationFailed(
+                f"only text content parts are served, got {part.type!r}"
+                f" - at `$.messages[{index}].content[{number}].type`"
+            )
+        texts.append(part.text)
+    return "".join(texts)
+
+
+def to_messages(request: ChatCompletionRequest, max_message_chars: int) -> list[Message]:
+    """The client's messages as the provider takes them (text only, OpenAI-only roles renamed); 422 for
+    a message over the length limit."""
+    messages = []
+    for index, message in enumerate(request.messages):
+        text = _text_of(message, index)
+        if len(text) > max_message_chars:
+            raise ValidationFailed(
+                f"the message is {len(text)} characters; at most {max_message_chars} are allowed"
+                f" - at `$.messages[{index}].content`"
+            )
+        messages.append(Message(_ROLES.get(message.role, message.role), text))
+    return messages
+
+
+def to_options(request: ChatCompletionRequest) -> ChatOptions:
+    """The sampling options piagent passes on; unset ones keep the agent's."""
+    stop = [request.stop] if isinstance(request.stop, str) else request.stop
+    return ChatOptions(
+        temperature=request.temperature,
+        max_tokens=request.max_completion_tokens or request.max_tokens,
+        top_p=request.top_p,
+        seed=request.seed,
+        stop=stop,
+    )
+
+
+def _usage(reply: ChatResponse) -> CompletionUsage:
+    usage = reply.usage
+    return CompletionUsage(usage.prompt_tokens, usage.completion_tokens, usage.prompt_tokens + usage.completion_tokens)
+
+
+def _stream_format(completion_id: str, created: int, model: str, include_usage: bool) -> StreamFormat:
+    """The SSE chunks of one completion. Every token chunk is the same JSON around the token's text, so
+    it is built once and the token's msgspec-escaped text is put in between: no object per token."""
+
+    def chunk(choices: list[ChunkChoice], usage: CompletionUsage | None = None) -> bytes:
+        event = ChatCompletionChunk(completion_id, "chat.completion.chunk", created, model, choices, usage)
+        return b"data: " + ENCODER.encode(event) + b"\n\n"
+
+    template = chunk([ChunkChoice(0, ChunkDelta(content=""), None)])
+    head, marker, tail = template.partition(b'"content":""')
+    assert marker, "the chunk template lost its content field"
+    head += b'"content":'
+
+    def token(text: str) -> bytes:
+        return head + ENCODER.encode(text) + tail
+
+    def done(reply: ChatResponse) -> bytes:
+        last = chunk([ChunkChoice(0, ChunkDelta(), reply.done_reason)])
+        if include_usage:
+            last += chunk([], _usage(reply))
+        return last + _DONE
+
+    def error(exc: PiagentError) -> bytes:
+        # As OpenAI does: an error event, and no [DONE], so clients do not take the reply as whole.
+        return b"data: " + ENCODER.encode(openai_error(exc)) + b"\n\n"
+
+    start = chunk([ChunkChoice(0, ChunkDelta(role="assistant", content=""), None)])
+    return StreamFormat("text/event-stream; charset=utf-8", token, done, error, start)
+
+
+async def chat_completions(request: Request) -> Response | ReplyStream:
+    """`POST /v1/chat/completions`: the agent named by `model` answers the client's messages."""
+    runtime = get_runtime(request)
+    body = await read_json_body(request, runtime.settings.max_body_bytes)
+    completion = decode_request(body)
+    messages = to_messages(completion, runtime.settings.max_message_chars)
+    prepared = runtime.chat.prepare_stateless(completion.model, messages, to_options(completion), owner_of(request))
+    completion_id = "chatcmpl-" + secrets.token_hex(12)
+    created = int(time.time())
+    model = prepared.agent.name
+    if not completion.stream:
+        reply = await until_disconnect(request.receive, partial(runtime.chat.complete, prepared))
+        choice = CompletionChoice(0, AssistantMessage("assistant", reply.reply), reply.done_reason)
+        return JSONResponse(ChatCompletion(completion_id, "chat.completion", created, model, [choice], _usage(reply)))
+    replies = runtime.chat.stream(prepared)
+    # The first item is read before the status goes out, so a failure up to the first token is a real error status.
+    first = await until_disconnect(request.receive, replies.__anext__)
+    include_usage = completion.stream_options is not None and completion.stream_options.include_usage
+    return ReplyStream(first, replies, _stream_format(completion_id, created, model, include_usage), "")
+
+
+async def list_models(request: Request) -> Response:
+    """`GET /v1/models`: every agent, as a model."""
+    runtime = get_runtime(request)
+    created = int(runtime.started_at)
+    return JSONResponse(ModelList("list", [Model(name, "model", created, "piagent") for name in runtime.agents]))
+
+
+async def get_model(request: Request) -> Response:
+    """`GET /v1/models/{model}`: one agent, as a model; 404 `model_not_found` for an unknown one."""
+    runtime = get_runtime(request)
+    agent = runtime.agents.resolve(request.path_params["model"])
+    return JSONResponse(Model(agent.name, "model", int(runtime.started_at), "piagent"))
+
+
+def build_routes() -> list[Route]:
+    """The OpenAI-compatible endpoints."""
+    return [
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model}", get_model, methods=["GET"]),
+    ]

@@ -1,0 +1,139 @@
+"""`GET /openapi.json`: a valid OpenAPI 3.1 document covering every route, generated from the Structs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import jsonschema
+import msgspec
+import pytest
+from openapi_spec_validator import validate
+from starlette.applications import Starlette
+from starlette.routing import Mount, Route
+
+from piagent import __version__, create_app
+from piagent.page import load_chat_page
+from piagent.routes import API, build_routes
+from tests.conftest import MakeSettings
+from tests.fake_ollama import FakeOllama
+from tests.servers import serve_in_thread
+
+
+def route_operations() -> set[tuple[str, str]]:
+    operations = set()
+    for route in build_routes(load_chat_page()):
+        assert isinstance(route, Route), f"{route!r}: only plain Routes can be described"
+        for method in route.methods or ():
+            if method != "HEAD":  # Starlette adds HEAD to every GET
+                operations.add((method, route.path))
+    return operations
+
+
+def test_every_route_has_a_row_in_the_api_table_and_every_row_a_route() -> None:
+    rows = [(endpoint.method, endpoint.path) for endpoint in API]
+    assert len(rows) == len(set(rows)), "a route has two rows"
+    missing = route_operations() - set(rows)
+    assert not missing, f"add a row to piagent.routes.API for {sorted(missing)}"
+    assert set(rows) - route_operations() == set(), "a row describes a route that does not exist"
+
+
+@pytest.fixture
+def document(client: httpx.Client) -> dict[str, Any]:
+    response = client.get("/openapi.json")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_the_document_is_valid_openapi_3_1(document: dict[str, Any]) -> None:
+    validate(document)
+    assert document["openapi"] == "3.1.0"
+    assert document["info"] == {"title": "piagent", "version": __version__}
+
+
+def test_it_covers_every_endpoint_with_its_request_and_answers(document: dict[str, Any]) -> None:
+    operations = {(method.upper(), path) for path, item in document["paths"].items() for method in item}
+    assert operations == route_operations()
+    chat = document["paths"]["/chat"]["post"]
+    assert chat["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ChatRequest"}
+    assert set(chat["responses"]["200"]["content"]) == {
+        "application/json",
+        "text/plain",
+        "text/event-stream",
+        "application/x-ndjson",
+    }
+    completions = document["paths"]["/v1/chat/completions"]["post"]["responses"]
+    assert completions["404"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/OpenAIErrorBody"
+    }
+    assert document["paths"]["/api/chat"]["post"]["responses"]["422"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/OllamaError"
+    }
+
+
+def validators(document: dict[str, Any]) -> Callable[[str, Any], None]:
+    """Validate a body against one component of the document (its $refs pointed at a standalone $defs)."""
+    components = _rewrite(document["components"]["schemas"], "#/components/schemas/", "#/$defs/")
+    built: dict[str, jsonschema.Draft202012Validator] = {}
+
+    def check(name: str, body: Any) -> None:
+        if name not in built:
+            built[name] = jsonschema.Draft202012Validator({"$ref": f"#/$defs/{name}", "$defs": components})
+        built[name].validate(body)
+
+    return check
+
+
+def _rewrite(value: Any, old: str, new: str) -> Any:
+    if isinstance(value, dict):
+        return {k: (v.replace(old, new) if k == "$ref" else _rewrite(v, old, new)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rewrite(v, old, new) for v in value]
+    return value
+
+
+def test_real_bodies_validate_against_the_documented_schemas(
+    document: dict[str, Any], client: httpx.Client, fake_ollama: FakeOllama
+) -> None:
+    hi = [{"role": "user", "content": "hi"}]
+    cases = [
+        ("Health", client.get("/health", params={"deep": "1"}).json()),
+        ("AgentList", client.get("/agents").json()),
+        ("ChatResponse", client.post("/chat", json={"message": "hi"}).json()),
+        ("ErrorBody", client.post("/chat", json={"message": ""}).json()),
+        ("ChatCompletion", client.post("/v1/chat/completions", json={"model": "general", "messages": hi}).json()),
+        ("ModelList", client.get("/v1/models").json()),
+        ("OpenAIErrorBody", client.post("/v1/chat/completions", json={"model": "x", "messages": hi}).json()),
+        (
+            "OllamaChatResponse",
+            client.post("/api/chat", json={"model": "general", "messages": hi, "stream": False}).json(),
+        ),
+        ("OllamaTags", client.get("/api/tags").json()),
+        ("OllamaVersion", client.get("/api/version").json()),
+        ("OllamaError", client.post("/api/chat", json={"model": "x", "messages": hi}).json()),
+    ]
+    check = validators(document)
+    for name, body in cases:
+        check(name, body)
+    for line in client.post("/api/chat", json={"model": "general", "messages": hi}).text.splitlines():
+        check("OllamaChatResponse", msgspec.json.decode(line))
+    stream = client.post(
+        "/v1/chat/completions",
+        json={"model": "general", "messages": hi, "stream": True, "stream_options": {"include_usage": True}},
+    )
+    events = stream.text.split("\n\n")
+    assert events[-2:] == ["data: [DONE]", ""]
+    for event in events[:-2]:
+        check("ChatCompletionChunk", msgspec.json.decode(event.removeprefix("data: ")))
+    request = {"model": "general", "messages": hi, "stream": True, "stream_options": {"include_usage": True}}
+    check("ChatCompletionRequest", request)
+
+
+def test_a_mounted_app_names_its_prefix_as_the_server(make_settings: MakeSettings, fake_ollama: FakeOllama) -> None:
+    pi = create_app(make_settings())
+    host = Starlette(routes=[Mount("/pi", app=pi)], lifespan=pi.router.lifespan_context)
+    with serve_in_thread(host) as url:
+        assert httpx.get(f"{url}/pi/openapi.json").json()["servers"] == [{"url": "/pi"}]
