@@ -6,6 +6,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
+from contextlib import aclosing
 from typing import Any
 
 import anyio
@@ -167,13 +168,16 @@ class ChatService:
         parts: list[str] = []
         completion: Completion | None = None
         try:
-            async for item in chat.provider.stream_chat(chat.agent.model, chat.messages, chat.options):
-                if type(item) is str:
-                    parts.append(item)
-                    yield item
-                else:
-                    assert isinstance(item, Completion)
-                    completion = item
+            # Closed explicitly rather than by garbage collection: when this generator is closed (the
+            # client left), the upstream request must end now, not whenever a cycle collection runs.
+            async with aclosing(chat.provider.stream_chat(chat.agent.model, chat.messages, chat.options)) as items:
+                async for item in items:
+                    if type(item) is str:
+                        parts.append(item)
+                        yield item
+                    else:
+                        assert isinstance(item, Completion)
+                        completion = item
             reply = "".join(parts)
             assert completion is not None
             await self._remember(chat, reply, interrupted=False)

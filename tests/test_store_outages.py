@@ -53,7 +53,7 @@ def test_a_down_store_gets_503_naming_it_and_the_model_is_never_asked(
     assert deep.status_code == 503
     body = deep.json()
     assert body["status"] == "degraded"
-    assert body["upstream"]["status"] == "ok"
+    assert [upstream["status"] for upstream in body["upstreams"]] == ["ok"]
     assert body["store"]["name"] == name
     assert body["store"]["status"] == "unavailable"
     assert body["error"]["code"] == "store_unavailable"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
@@ -53,7 +53,7 @@ class Provider(Protocol):
 
     def stream_chat(
         self, model: str, messages: Sequence[Message], options: Mapping[str, Any]
-    ) -> AsyncIterator[str | Completion]:
+    ) -> AsyncGenerator[str | Completion, None]:
         """Yield the reply's text pieces as generated, then one `Completion`; closing it stops generation."""
         ...
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -112,7 +112,7 @@ class OllamaProvider:
 
     async def stream_chat(
         self, model: str, messages: Sequence[Message], options: Mapping[str, Any]
-    ) -> AsyncIterator[str | Completion]:
+    ) -> AsyncGenerator[str | Completion, None]:
         """Yield the reply's text pieces as Ollama generates them, then one `Completion`."""
         body = self._body(model, messages, options)
         decode = self._decoder.decode

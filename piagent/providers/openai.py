@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -128,7 +128,7 @@ class OpenAIProvider:
 
     async def stream_chat(
         self, model: str, messages: Sequence[Message], options: Mapping[str, Any]
-    ) -> AsyncIterator[str | Completion]:
+    ) -> AsyncGenerator[str | Completion, None]:
         """Yield the reply's text pieces as the server streams them, then one `Completion`."""
         body = self._body(model, messages, options)
         decode = self._decoder.decode
