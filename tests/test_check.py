@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,6 +17,7 @@ from piagent.checks import check
 from piagent.settings import MASK, Settings, mask_secret
 from tests.conftest import MakeSettings
 from tests.fake_ollama import FakeOllama
+from tests.fake_openai import FakeOpenAI
 from tests.servers import free_socket
 
 
@@ -236,3 +238,50 @@ def test_the_command_refuses_a_wrong_setting_in_one_line(prompts_dir: Path, tmp_
     )
     assert result.returncode == 2
     assert result.stderr == "piagent: PIAGENT_PORT='eighty' is not allowed: expected an integer from 1 to 65535\n"
+
+
+@pytest.fixture
+def openai_agent(prompts_dir: Path) -> Iterator[FakeOpenAI]:
+    """A third agent, `llama`, on a fake OpenAI-compatible server that wants a key."""
+    with FakeOpenAI() as fake:
+        fake.api_key = "sk-check"
+        (prompts_dir / "llama.md").write_text(
+            f"---\nprovider: openai\nurl: {fake.url}\nmodel: fake-model\napi_key_env: CHECK_LLAMA_KEY\n---\nHi\n",
+            encoding="utf-8",
+        )
+        yield fake
+
+
+def test_an_openai_agent_is_checked_on_its_own_server_and_not_looked_for_in_ollama(
+    make_settings: MakeSettings, fake_ollama: FakeOllama, openai_agent: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHECK_LLAMA_KEY", "sk-check")
+    fake_ollama.models = ["test-model", "pirate-model"]
+    code, report, problems = run_check(make_settings())
+    assert (code, problems) == (0, [])
+    lines = report.splitlines()
+    assert "  llama    fake-model  (openai)" in lines
+    assert f"Model server: openai-compatible at {openai_agent.url}, serving fake-model" in lines
+    assert "  fake-model: listed" in lines
+    assert [r.path for r in openai_agent.requests] == ["/v1/models"]
+    assert "fake-model" not in [line.split(":")[0].strip() for line in lines if line.endswith("not pulled")]
+
+
+def test_an_openai_server_that_is_down_or_a_missing_key_is_a_problem_with_its_fix(
+    make_settings: MakeSettings, fake_ollama: FakeOllama, openai_agent: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, _, problems = run_check(make_settings())
+    assert problems == [
+        "agent 'llama': api_key_env names CHECK_LLAMA_KEY, which is not set in the environment: "
+        "export it before starting piagent, or remove api_key_env"
+    ]
+    monkeypatch.setenv("CHECK_LLAMA_KEY", "sk-check")
+    fake_ollama.models = ["test-model", "pirate-model"]
+    openai_agent.stop()
+    code, report, problems = run_check(make_settings())
+    assert code == 1
+    assert problems == [
+        f"the OpenAI-compatible server is not reachable at {openai_agent.url}: start it (llama-server, LM Studio, "
+        "vLLM, ...) or fix `url:` of agent 'llama'"
+    ]
+    assert "Model server: ollama 0.12.0 at " + fake_ollama.url in report

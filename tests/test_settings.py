@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from piagent.exceptions import SettingsError
-from piagent.settings import KEYS, Settings
+from piagent.settings import KEYS, MASK, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,7 +113,7 @@ def test_several_upstream_urls_are_read_normalized(empty_dir: Path) -> None:
 
 def test_describe_never_prints_the_api_key() -> None:
     rows = dict(Settings(openai_api_key="sk-secret").describe())
-    assert rows["PIAGENT_OPENAI_API_KEY"] == "(set)"
+    assert rows["PIAGENT_OPENAI_API_KEY"] == MASK
     assert "sk-secret" not in repr(Settings(openai_api_key="sk-secret").describe())
     assert dict(Settings().describe())["PIAGENT_OPENAI_API_KEY"] == ""
 
