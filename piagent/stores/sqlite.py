@@ -62,6 +62,27 @@ def _turns(db: sqlite3.Connection, conversation_id: str, limit: int = -1) -> lis
     return [Turn(role, text, at, bool(interrupted)) for role, text, at, interrupted in reversed(rows)]
 
 
+_BUSY_TIMEOUT = 5.0
+
+
+def _switch_to_wal(db: sqlite3.Connection) -> None:
+    """`PRAGMA journal_mode = WAL`, waiting out a concurrent opener.
+
+    On a new file SQLite answers "database is locked" at once, without its busy timeout, when another
+    connection (another store, another piagent) is switching the same file at that moment; so wait here,
+    as the busy timeout would. Runs in a worker thread, so sleeping blocks no event loop.
+    """
+    deadline = time.monotonic() + _BUSY_TIMEOUT
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class SQLiteStore:
     """The MemoryStore in one SQLite file; a file that cannot be opened or written makes it unavailable."""
 
@@ -102,9 +123,9 @@ class SQLiteStore:
             raise StoreUnavailable(self.name, str(exc)) from exc
 
     def _open(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self._path, timeout=5.0, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(self._path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
         try:
-            db.execute("PRAGMA journal_mode = WAL")
+            _switch_to_wal(db)
             # NORMAL in WAL mode: a crash of piagent loses nothing and the file never corrupts; only a
             # power cut may roll back the last few commits. It spares an SD card an fsync per message.
             db.execute("PRAGMA synchronous = NORMAL")
