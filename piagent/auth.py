@@ -17,10 +17,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from starlette.datastructures import QueryParams
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from piagent.exceptions import SettingsError, Unauthorized
-from piagent.responses import error_response
+from piagent.responses import error_response_for
 from piagent.routes import OWNER_SCOPE_KEY, route_path, wants_deep_health
 from piagent.settings import Settings, check_api_key
 
@@ -133,4 +134,5 @@ class ApiKeyMiddleware:
                 if not token
                 else "the API key is not valid"
             )
-            await error_response(Unauthorized(message))(scope, receive, send)
+            # In the error shape of the route's clients (OpenAI's under /v1/, Ollama's under /api/).
+            await error_response_for(Request(scope), Unauthorized(message))(scope, receive, send)

@@ -7,10 +7,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from piagent.exceptions import RateLimited
-from piagent.responses import error_response
+from piagent.responses import error_response_for
 from piagent.routes import OWNER_SCOPE_KEY, route_path
 
 # Callers remembered at most; the least recently seen is forgotten first. With API keys on there is
@@ -84,6 +85,6 @@ class RateLimitMiddleware:
                 error = RateLimited(
                     f"more than {self.buckets.per_minute} requests a minute; retry in {seconds} s", seconds
                 )
-                await error_response(error)(scope, receive, send)
+                await error_response_for(Request(scope), error)(scope, receive, send)
                 return
         await self.app(scope, receive, send)

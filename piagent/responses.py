@@ -92,6 +92,8 @@ def route_path(scope: Scope) -> str:
 
 def error_response_for(request: Request, exc: PiagentError, headers: Mapping[str, str] | None = None) -> Response:
     """The error response in the shape the route's clients expect."""
+    if exc.headers is not None:  # Retry-After, WWW-Authenticate: in every dialect
+        headers = {**exc.headers, **headers} if headers else exc.headers
     path = route_path(request.scope)
     for prefix, render in _DIALECTS:
         if path.startswith(prefix):

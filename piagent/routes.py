@@ -12,7 +12,6 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Scope
 
 from piagent import __version__
 from piagent.agents import Agents
@@ -33,6 +32,7 @@ from piagent.memory import Conversation, MemoryStore
 from piagent.openapi import JSON, NDJSON, SSE, Body, Endpoint, Param, build_openapi
 from piagent.page import ChatPage
 from piagent.responses import JSONResponse, error_response_for
+from piagent.responses import route_path as route_path  # the middleware's, before routing
 from piagent.schemas import (
     AgentInfo,
     AgentList,
@@ -78,13 +78,6 @@ def owner_of(request: Request) -> str:
     """Who owns the conversations this request touches; "" when API keys are off."""
     owner: str = request.scope.get(OWNER_SCOPE_KEY, "")
     return owner
-
-
-def route_path(scope: Scope) -> str:
-    """The path inside piagent, also when it is mounted under a prefix (for middleware, before routing)."""
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root) else path
 
 
 def wants_deep_health(query: QueryParams) -> bool:

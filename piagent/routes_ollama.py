@@ -78,12 +78,17 @@ def decode_request(body: bytes, max_message_chars: int) -> tuple[OllamaChatReque
     return request, messages
 
 
-def to_options(request: OllamaChatRequest) -> ChatOptions | None:
-    """The sampling options piagent passes on; unset ones (and `num_predict` <= 0) keep the agent's."""
+def to_options(request: OllamaChatRequest, max_tokens: int) -> ChatOptions | None:
+    """The sampling options piagent passes on; unset ones (and `num_predict` <= 0) keep the agent's. A
+    `num_predict` over `max_tokens` (PIAGENT_MAX_TOKENS) is a 422 naming it, as on `/chat`."""
     options = request.options
     if options is None:
         return None
     num_predict = options.num_predict
+    if num_predict is not None and num_predict > max_tokens:
+        raise ValidationFailed(
+            f"num_predict is {num_predict}; at most {max_tokens} are allowed - at `$.options.num_predict`"
+        )
     return ChatOptions(
         temperature=options.temperature,
         max_tokens=num_predict if num_predict is not None and num_predict > 0 else None,
@@ -132,19 +137,21 @@ async def chat(request: Request) -> Response | ReplyStream:
     """`POST /api/chat`: the agent named by `model` answers the client's messages."""
     started = time.perf_counter_ns()
     runtime = get_runtime(request)
-    body = await read_json_body(request, runtime.settings.max_body_bytes)
-    ollama_request, messages = decode_request(body, runtime.settings.max_message_chars)
-    name = agent_name(ollama_request.model)
-    prepared = runtime.chat.prepare_stateless(name, messages, to_options(ollama_request), owner_of(request))
+    settings = runtime.settings
+    body = await read_json_body(request, settings.max_body_bytes)
+    ollama_request, messages = decode_request(body, settings.max_message_chars)
+    options = to_options(ollama_request, settings.max_tokens)
+    prepared = runtime.chat.prepare_stateless(agent_name(ollama_request.model), messages, options, owner_of(request))
+    limiter = runtime.chat.limiter
     model = ollama_request.model
     created_at = _timestamp(time.time())
     if not ollama_request.stream:
-        reply = await until_disconnect(request.receive, partial(runtime.chat.complete, prepared))
+        reply = await until_disconnect(request.receive, partial(runtime.chat.complete, prepared), limiter)
         return JSONResponse(_last(model, created_at, reply, started, reply.reply))
     replies = runtime.chat.stream(prepared)
     # The first item is read before the status goes out, so a failure up to the first token is a real error status.
-    first = await until_disconnect(request.receive, replies.__anext__)
-    return ReplyStream(first, replies, _stream_format(model, created_at, started), "")
+    first = await until_disconnect(request.receive, replies.__anext__, limiter)
+    return ReplyStream(first, replies, _stream_format(model, created_at, started), "", limiter)
 
 
 async def tags(request: Request) -> Response:

@@ -81,8 +81,13 @@ def to_messages(request: ChatCompletionRequest, max_message_chars: int) -> list[
     return messages
 
 
-def to_options(request: ChatCompletionRequest) -> ChatOptions:
-    """The sampling options piagent passes on; unset ones keep the agent's."""
+def to_options(request: ChatCompletionRequest, max_tokens: int) -> ChatOptions:
+    """The sampling options piagent passes on; unset ones keep the agent's. A reply length over
+    `max_tokens` (PIAGENT_MAX_TOKENS) is a 422 naming the field, as on `/chat`."""
+    for field in ("max_completion_tokens", "max_tokens"):
+        asked = getattr(request, field)
+        if asked is not None and asked > max_tokens:
+            raise ValidationFailed(f"{field} is {asked}; at most {max_tokens} are allowed - at `$.{field}`")
     stop = [request.stop] if isinstance(request.stop, str) else request.stop
     return ChatOptions(
         temperature=request.temperature,
@@ -131,22 +136,25 @@ def _stream_format(completion_id: str, created: int, model: str, include_usage: 
 async def chat_completions(request: Request) -> Response | ReplyStream:
     """`POST /v1/chat/completions`: the agent named by `model` answers the client's messages."""
     runtime = get_runtime(request)
-    body = await read_json_body(request, runtime.settings.max_body_bytes)
+    settings = runtime.settings
+    body = await read_json_body(request, settings.max_body_bytes)
     completion = decode_request(body)
-    messages = to_messages(completion, runtime.settings.max_message_chars)
-    prepared = runtime.chat.prepare_stateless(completion.model, messages, to_options(completion), owner_of(request))
+    messages = to_messages(completion, settings.max_message_chars)
+    options = to_options(completion, settings.max_tokens)
+    prepared = runtime.chat.prepare_stateless(completion.model, messages, options, owner_of(request))
+    limiter = runtime.chat.limiter
     completion_id = "chatcmpl-" + secrets.token_hex(12)
     created = int(time.time())
     model = prepared.agent.name
     if not completion.stream:
-        reply = await until_disconnect(request.receive, partial(runtime.chat.complete, prepared))
+        reply = await until_disconnect(request.receive, partial(runtime.chat.complete, prepared), limiter)
         choice = CompletionChoice(0, AssistantMessage("assistant", reply.reply), reply.done_reason)
         return JSONResponse(ChatCompletion(completion_id, "chat.completion", created, model, [choice], _usage(reply)))
     replies = runtime.chat.stream(prepared)
     # The first item is read before the status goes out, so a failure up to the first token is a real error status.
-    first = await until_disconnect(request.receive, replies.__anext__)
+    first = await until_disconnect(request.receive, replies.__anext__, limiter)
     include_usage = completion.stream_options is not None and completion.stream_options.include_usage
-    return ReplyStream(first, replies, _stream_format(completion_id, created, model, include_usage), "")
+    return ReplyStream(first, replies, _stream_format(completion_id, created, model, include_usage), "", limiter)
 
 
 async def list_models(request: Request) -> Response:

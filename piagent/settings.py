@@ -192,6 +192,7 @@ KEYS: tuple[_Key, ...] = (
         "",
         _text,
         "Key sent as `Authorization: Bearer` to OpenAI-compatible servers; empty: none.",
+        secret=True,
     ),
     _Key(
         "PIAGENT_UPSTREAM_COOLOFF",

@@ -61,7 +61,7 @@ def test_health_stays_open_and_a_known_key_opens_everything_else(serve: Any, fak
         assert client.post("/", json={}).status_code == 401
         assert client.get("/health?deep=0").status_code == 200
         for key in (KEY_A, KEY_B):
-            assert client.get("/health?deep=1", headers=bearer(key)).json()["upstream"]["status"] == "ok"
+            assert client.get("/health?deep=1", headers=bearer(key)).json()["upstreams"][0]["status"] == "ok"
             assert client.get("/agents", headers=bearer(key)).status_code == 200
             assert client.post("/chat", json={"message": "hi"}, headers=bearer(key)).status_code == 200
             assert client.get("/nowhere", headers=bearer(key)).status_code == 404

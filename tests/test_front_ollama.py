@@ -76,7 +76,8 @@ def test_the_agents_system_prompt_goes_before_the_clients_messages(sdk: ollama.C
     sent = fake_ollama.chat_requests[-1]
     assert sent["model"] == "pirate-model"
     assert sent["messages"] == [{"role": "system", "content": "You are a pirate."}, *messages]
-    assert sent["options"] == {"temperature": 0.5, "num_ctx": 512, "seed": 3, "stop": ["x"]}
+    # PIAGENT_MAX_TOKENS (1,024) is the reply length when neither the agent nor the client sets one.
+    assert sent["options"] == {"temperature": 0.5, "num_ctx": 512, "seed": 3, "stop": ["x"], "num_predict": 1024}
 
 
 def test_stream_defaults_to_true_as_in_ollama(client: httpx.Client, fake_ollama: FakeOllama) -> None:
@@ -170,3 +171,9 @@ async def test_the_async_client_streams_too(server: str, fake_ollama: FakeOllama
         assert "".join([part.message.content or "" async for part in stream]) == "xy"
     finally:
         await client.close()
+
+
+def test_a_reply_longer_than_piagent_allows_is_refused_naming_the_option(client: httpx.Client) -> None:
+    response = client.post("/api/chat", json={"model": "general", "messages": HI, "options": {"num_predict": 5000}})
+    assert response.status_code == 422
+    assert response.json() == {"error": "num_predict is 5000; at most 1024 are allowed - at `$.options.num_predict`"}

@@ -74,7 +74,14 @@ def test_the_agents_system_prompt_goes_before_the_clients_messages(sdk: openai.O
         {"role": "assistant", "content": "earlier reply"},
         {"role": "user", "content": "three"},
     ]
-    assert sent["options"] == {"temperature": 1.5, "num_ctx": 512, "top_p": 0.5, "seed": 4, "stop": ["\n"]}
+    assert sent["options"] == {
+        "temperature": 1.5,
+        "num_ctx": 512,
+        "top_p": 0.5,
+        "seed": 4,
+        "stop": ["\n"],
+        "num_predict": 1024,  # PIAGENT_MAX_TOKENS, as neither the agent nor the client sets a length
+    }
 
 
 def test_max_completion_tokens_wins_over_max_tokens(sdk: openai.OpenAI, fake_ollama: FakeOllama) -> None:
@@ -272,3 +279,32 @@ async def test_the_async_sdk_streams_too(server: str, fake_ollama: FakeOllama) -
         stream = await sdk.chat.completions.create(model="general", messages=HI, stream=True)
         text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
     assert text == "xy"
+
+
+def test_a_reply_longer_than_piagent_allows_is_refused_naming_the_field(client: httpx.Client) -> None:
+    for field in ("max_tokens", "max_completion_tokens"):
+        response = client.post("/v1/chat/completions", json={"model": "general", "messages": HI, field: 5000})
+        assert response.status_code == 422
+        assert response.json()["error"]["param"] == field
+        assert "at most 1024" in response.json()["error"]["message"]
+
+
+def test_with_api_keys_on_the_sdk_key_is_piagents_key(serve: Any) -> None:
+    key = "sdk-key-0123456789-abcdef"
+    with serve(api_keys=(key,)) as url:
+        with openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0) as sdk:
+            assert [m.id for m in sdk.models.list()] == ["general", "pirate"]
+            assert sdk.chat.completions.create(model="general", messages=HI).choices[0].message.content
+        with (
+            openai.OpenAI(base_url=f"{url}/v1", api_key="not-the-key-0123456789", max_retries=0) as wrong,
+            pytest.raises(openai.AuthenticationError) as refused,
+        ):
+            wrong.models.list()
+    assert refused.value.status_code == 401
+    assert refused.value.response.headers["www-authenticate"] == "Bearer"
+    assert refused.value.body == {
+        "message": "the API key is not valid",
+        "type": "authentication_error",
+        "param": None,
+        "code": "unauthorized",
+    }

@@ -177,7 +177,7 @@ async def test_an_error_status_carries_the_upstream_message(
         pytest.param(
             httpx.ConnectTimeout("slow"), UpstreamUnavailable, "did not accept a connection", id="connect-timeout"
         ),
-        pytest.param(httpx.ReadTimeout("slow"), UpstreamTimeout, "did not answer in time", id="read-timeout"),
+        pytest.param(httpx.ReadTimeout("slow"), UpstreamTimeout, "did not start its reply within", id="read-timeout"),
         pytest.param(httpx.RemoteProtocolError("reset"), UpstreamError, "broke the connection", id="reset"),
     ],
 )
@@ -299,3 +299,23 @@ async def test_the_connection_goes_back_to_the_pool_for_the_next_request(fake_op
         for _ in range(3):
             assert await run(provider) == ["a", "b", Completion("stop", 7, 2)]
     assert fake_openai.connection_count == 1
+
+
+@pytest.mark.parametrize(
+    ("script", "message"),
+    [
+        pytest.param(
+            OpenAIScript(stall_before_headers=True), "openai did not start its reply within 0.3 s", id="first"
+        ),
+        pytest.param(
+            OpenAIScript(tokens=["a", "b"], stall_after=1), "openai went silent for 0.5 s after starting", id="idle"
+        ),
+    ],
+)
+async def test_first_token_and_idle_timeouts_are_told_apart(
+    fake_openai: FakeOpenAI, script: OpenAIScript, message: str
+) -> None:
+    fake_openai.script = script
+    async with httpx.AsyncClient(timeout=httpx.Timeout(0.5, connect=2)) as http:
+        with pytest.raises(UpstreamTimeout, match=message):
+            await run(OpenAIProvider(http, fake_openai.url, first_token_timeout=0.3))
