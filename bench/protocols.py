@@ -193,6 +193,10 @@ def run(scenario: Scenario, tokens: int, clients: int, seconds: float, warmup: f
         "PIAGENT_MODEL": "bench",
         "PIAGENT_MEMORY_MAX_CONVERSATIONS": "100000",
         "PIAGENT_ACCESS_LOG": "false",
+        # Admission limits lifted, as bench/run.py does: this measures the relay, not the queue.
+        "PIAGENT_MAX_CONCURRENT": "16",
+        "PIAGENT_MAX_QUEUE": "1000",
+        "PIAGENT_RATE_LIMIT": "0",
         "PIAGENT_LOG_LEVEL": "warning",
         "PIAGENT_CONFIG": str(config),
     }
