@@ -1,16 +1,20 @@
-"""Serving an ASGI app for real on a free loopback port, in a thread, for end-to-end tests."""
+"""Serving piagent for real on a free loopback port: an app in a thread, or `python -m piagent` as a process."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import uvicorn
 from starlette.types import ASGIApp
 
@@ -77,3 +81,41 @@ def serve_in_thread(app: ASGIApp, **options: Any) -> Iterator[str]:
     """Run `app` under uvicorn (lifespan on) until the block ends; yields its base URL."""
     with serve_app(app, **options) as served:
         yield served.url
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (for a process that binds it itself)."""
+    with free_socket() as sock:
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def start_piagent(
+    env: Mapping[str, str], cwd: Path, argv: Sequence[str] = ("-m", "piagent"), capture: bool = True
+) -> subprocess.Popen[str]:
+    """Start piagent as its own process (output captured as text unless `capture` is false)."""
+    output = subprocess.PIPE if capture else None
+    return subprocess.Popen(
+        [sys.executable, *argv],
+        env=dict(env),
+        cwd=cwd,
+        stdout=output,
+        stderr=subprocess.STDOUT if capture else None,
+        text=True,
+    )
+
+
+def wait_until_serving(url: str, process: subprocess.Popen[str], timeout: float = 30) -> None:
+    """Poll `url`/health until it answers 200; fail at once if the process exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None:
+            output = process.communicate()[0] if process.stdout is not None else ""
+            raise AssertionError(f"piagent exited with {process.returncode}: {output}")
+        assert time.monotonic() < deadline, f"piagent did not start in {timeout:g} s"
+        time.sleep(0.05)

@@ -6,13 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from tests.fake_ollama import FakeOllama
-from tests.servers import free_socket
+from tests.servers import free_port, start_piagent, wait_until_serving
 
 
 def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -31,28 +30,12 @@ def base_env(prompts_dir: Path, **extra: str) -> dict[str, str]:
 def test_serve_answers_and_logs_one_line_per_request_without_the_content(
     prompts_dir: Path, fake_ollama: FakeOllama, tmp_path: Path
 ) -> None:
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_port()
     key = "alpha-0123456789-abcdefghij"
     env = base_env(prompts_dir, PIAGENT_PORT=str(port), PIAGENT_OLLAMA_URL=fake_ollama.url, PIAGENT_API_KEYS=key)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "piagent"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = start_piagent(env, tmp_path)
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
-                break
-            except httpx.ConnectError:
-                assert time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.05)
+        wait_until_serving(f"http://127.0.0.1:{port}", process)
         headers = {"Authorization": f"Bearer {key}"}
         reply = httpx.post(f"http://127.0.0.1:{port}/chat", json={"message": "secret words"}, headers=headers)
         assert reply.json()["reply"] == "Hello, world!"
@@ -106,32 +89,16 @@ def test_config_prints_the_resolved_settings(prompts_dir: Path, tmp_path: Path) 
 def test_serves_without_httptools_and_uvloop_as_on_a_pi_without_their_wheels(
     prompts_dir: Path, fake_ollama: FakeOllama, tmp_path: Path
 ) -> None:
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_port()
     env = base_env(prompts_dir, PIAGENT_PORT=str(port), PIAGENT_OLLAMA_URL=fake_ollama.url)
     # None in sys.modules makes an import fail, as if the package had never been installed.
     without = (
         "import sys; sys.modules['uvloop'] = None; sys.modules['httptools'] = None; "
         "from piagent.cli import main; raise SystemExit(main())"
     )
-    process = subprocess.Popen(
-        [sys.executable, "-c", without],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = start_piagent(env, tmp_path, argv=("-c", without))
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/health")
-                break
-            except httpx.ConnectError:
-                assert time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.05)
+        wait_until_serving(f"http://127.0.0.1:{port}", process)
         with httpx.stream(
             "POST", f"http://127.0.0.1:{port}/chat", json={"message": "hi", "stream": True}, timeout=10
         ) as response:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,14 +16,13 @@ import httpx
 import pytest
 
 from tests.fake_ollama import FakeOllama
-from tests.servers import free_socket
+from tests.servers import free_port, start_piagent, wait_until_serving
 
 
 @contextmanager
 def piagent_process(memory_url: str, fake: FakeOllama, prompts: Path, workdir: Path) -> Iterator[str]:
     """`python -m piagent` on a free port, configured only through its environment; yields its URL."""
-    with free_socket() as sock:
-        port = sock.getsockname()[1]
+    port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("PIAGENT_")}
     env.update(
         PIAGENT_PORT=str(port),
@@ -37,18 +34,10 @@ def piagent_process(memory_url: str, fake: FakeOllama, prompts: Path, workdir: P
         PIAGENT_LOG_LEVEL="warning",
     )
     # The work folder has no config.env, so the environment above is the whole configuration.
-    process = subprocess.Popen([sys.executable, "-m", "piagent"], env=env, cwd=workdir)
+    process = start_piagent(env, workdir, capture=False)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, f"piagent exited with {process.returncode}"
-            assert time.monotonic() < deadline, "piagent did not start in 30 s"
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
+        wait_until_serving(url, process)
         yield url
     finally:
         process.terminate()

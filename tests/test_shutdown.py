@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import socket
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +18,7 @@ from piagent import create_app
 from piagent.server import build_server
 from tests.conftest import MakeSettings
 from tests.fake_ollama import FakeOllama, Script
-from tests.servers import free_socket, serve_app
+from tests.servers import free_port, serve_app, start_piagent, wait_until_serving
 from tests.test_cli import base_env
 
 LONG = Script(tokens=["t"] * 400, delay=0.05)  # 20 s: far past any grace period here
@@ -103,28 +102,13 @@ def test_on_shutdown_the_queue_is_refused_and_long_replies_are_ended_after_the_g
     assert (limiter.active, limiter.waiting) == (0, 0)
 
 
-def wait_for_port(port: int, process: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                return
-        except httpx.ConnectError:
-            pass
-        assert process.poll() is None, process.communicate()[0]
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-
-
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is a POSIX signal")
 def test_sigterm_stops_accepting_finishes_or_ends_replies_and_exits(
     prompts_dir: Path, fake_ollama: FakeOllama, tmp_path: Path
 ) -> None:
     fake_ollama.script = SHORT
     fake_ollama.scripts = {"pirate-model": LONG}
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_port()
     env = base_env(
         prompts_dir,
         PIAGENT_PORT=str(port),
@@ -132,17 +116,10 @@ def test_sigterm_stops_accepting_finishes_or_ends_replies_and_exits(
         PIAGENT_SHUTDOWN_GRACE="1.5",
         PIAGENT_MAX_CONCURRENT="2",
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "piagent"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = start_piagent(env, tmp_path)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for_port(port, process)
+        wait_until_serving(url, process)
         with ThreadPoolExecutor(2) as pool:
             long = pool.submit(
                 read_stream, url, {"message": "long", "agent": "pirate", "stream": True}, "text/event-stream"
