@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import httpx
 import msgspec
@@ -51,6 +51,7 @@ from piagent.schemas_openai import ChatCompletion, ChatCompletionChunk, ChatComp
 from piagent.settings import Settings
 from piagent.streaming import ReplyStream, choose_format, until_disconnect
 
+T = TypeVar("T")
 STATE_KEY = "piagent"
 # Where an authentication layer puts the caller's identity (never the raw key) for conversation ownership.
 OWNER_SCOPE_KEY = "piagent.owner"
@@ -119,14 +120,19 @@ async def read_json_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def decode_chat_request(body: bytes, max_message_chars: int, max_tokens: int) -> ChatRequest:
-    """Decode and validate `POST /chat`; a 400 for JSON syntax, a 422 naming the field otherwise."""
+def decode_body(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
+    """Decode a request body with a typed decoder: a 400 for JSON syntax, a 422 naming the field otherwise."""
     try:
-        chat_request = _CHAT_REQUEST.decode(body)
+        return decoder.decode(body)
     except msgspec.ValidationError as exc:
         raise ValidationFailed(str(exc)) from exc
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise InvalidJSON(f"the body is not valid JSON: {exc}") from exc
+
+
+def decode_chat_request(body: bytes, max_message_chars: int, max_tokens: int) -> ChatRequest:
+    """Decode and validate `POST /chat`; a 400 for JSON syntax, a 422 naming the field otherwise."""
+    chat_request = decode_body(_CHAT_REQUEST, body)
     if len(chat_request.message) > max_message_chars:
         raise ValidationFailed(
             f"the message is {len(chat_request.message)} characters; at most {max_message_chars} "

@@ -18,10 +18,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from piagent import __version__
-from piagent.exceptions import InvalidJSON, PiagentError, ValidationFailed
+from piagent.exceptions import PiagentError, ValidationFailed
 from piagent.providers.base import Message
 from piagent.responses import ENCODER, JSONResponse
-from piagent.routes import get_runtime, owner_of, read_json_body
+from piagent.routes import decode_body, get_runtime, owner_of, read_json_body
 from piagent.schemas import ChatOptions, ChatResponse
 from piagent.schemas_ollama import (
     OllamaChatRequest,
@@ -59,12 +59,7 @@ def agent_name(model: str) -> str:
 
 def decode_request(body: bytes, max_message_chars: int) -> tuple[OllamaChatRequest, list[Message]]:
     """Decode and validate the body, and the client's messages as the provider takes them."""
-    try:
-        request = _REQUEST.decode(body)
-    except msgspec.ValidationError as exc:
-        raise ValidationFailed(str(exc)) from exc
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise InvalidJSON(f"the body is not valid JSON: {exc}") from exc
+    request = decode_body(_REQUEST, body)
     messages = []
     for index, message in enumerate(request.messages):
         if message.images:

@@ -15,10 +15,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from piagent.exceptions import InvalidJSON, PiagentError, ValidationFailed
+from piagent.exceptions import PiagentError, ValidationFailed
 from piagent.providers.base import Message
 from piagent.responses import ENCODER, JSONResponse, openai_error
-from piagent.routes import get_runtime, owner_of, read_json_body
+from piagent.routes import decode_body, get_runtime, owner_of, read_json_body
 from piagent.schemas import ChatOptions, ChatResponse
 from piagent.schemas_openai import (
     AssistantMessage,
@@ -43,12 +43,7 @@ _ROLES = {"developer": "system"}
 
 def decode_request(body: bytes) -> ChatCompletionRequest:
     """Decode and validate the body; 400 for JSON syntax, 422 naming the field otherwise."""
-    try:
-        return _REQUEST.decode(body)
-    except msgspec.ValidationError as exc:
-        raise ValidationFailed(str(exc)) from exc
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise InvalidJSON(f"the body is not valid JSON: {exc}") from exc
+    return decode_body(_REQUEST, body)
 
 
 def _text_of(message: ChatMessage, index: int) -> str:
