@@ -145,9 +145,9 @@ async def _load(port: int, clients: int, requests: int, exchanges: int) -> tuple
 async def _store_calls(url: str, count: int, exchanges: int) -> dict[str, float]:
     """Wall and CPU time per request's worth of store calls (history + append), one after another."""
     sys.path.insert(0, str(ROOT))
-    from piagent.memory import ASSISTANT, USER, Turn
     from piagent.settings import Settings
     from piagent.stores import store_factory
+    from piagent.stores.base import ASSISTANT, USER, Turn
 
     factory = store_factory(Settings(memory_url=url, memory_max_conversations=100_000))
     assert factory is not None

@@ -5,13 +5,14 @@ from __future__ import annotations
 __version__ = "0.5.0"
 
 from piagent.agents import Agent, Agents, load_agents
-from piagent.app import create_app
 from piagent.chat import ChatService
 from piagent.exceptions import PiagentError
-from piagent.memory import Conversation, ConversationSummary, InMemoryStore, MemoryStore, Turn
+from piagent.http.app import create_app
 from piagent.providers.ollama import OllamaProvider
 from piagent.providers.openai import OpenAIProvider
 from piagent.settings import Settings
+from piagent.stores.base import Conversation, ConversationSummary, MemoryStore, Turn
+from piagent.stores.memory import InMemoryStore
 
 __all__ = [
     "Agent",

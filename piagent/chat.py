@@ -14,10 +14,10 @@ import anyio
 from piagent.agents import Agent, Agents
 from piagent.exceptions import StoreUnavailable
 from piagent.generations import GenerationLimiter
-from piagent.memory import ASSISTANT, USER, MemoryStore, Turn
 from piagent.providers.base import Completion, Message, Provider
 from piagent.providers.pool import Upstream
 from piagent.schemas import ChatOptions, ChatRequest, ChatResponse, UpstreamHealth, Usage
+from piagent.stores.base import ASSISTANT, USER, MemoryStore, Turn
 
 logger = logging.getLogger("piagent.chat")
 

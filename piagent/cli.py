@@ -30,7 +30,7 @@ def serve(settings: Settings) -> int:
     """
     import uvicorn
 
-    from piagent.app import create_app
+    from piagent.http.app import create_app
     from piagent.server import build_server
 
     app = create_app(settings)

@@ -6,8 +6,6 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from piagent.memory import ConversationSummary
-
 ConversationId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 AgentName = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
 
@@ -121,13 +119,6 @@ class Health(msgspec.Struct, omit_defaults=True):
     upstreams: list[UpstreamHealth] | None = None  # only with ?deep=1
     store: StoreHealth | None = None
     error: ErrorDetail | None = None
-
-
-class ConversationList(msgspec.Struct):
-    """`GET /conversations`: a page, newest first; `next` is the cursor for the following page, or null."""
-
-    conversations: list[ConversationSummary]
-    next: str | None
 
 
 class ErrorBody(msgspec.Struct):

@@ -18,7 +18,7 @@ import socket
 
 import uvicorn
 
-from piagent.routes import STATE_KEY, Runtime
+from piagent.http.requests import STATE_KEY, Runtime
 
 logger = logging.getLogger("piagent.server")
 

@@ -18,7 +18,7 @@ import httpx
 import uvicorn
 from starlette.types import ASGIApp
 
-from piagent.routes import STATE_KEY, Runtime
+from piagent.http.requests import STATE_KEY, Runtime
 
 T = TypeVar("T")
 

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from piagent import auth
-from piagent.auth import ApiKeys, load_api_keys, owner_id
+from piagent.http import auth
 from piagent.exceptions import SettingsError
+from piagent.http.auth import ApiKeys, load_api_keys, owner_id
 from piagent.settings import Settings
 from tests.fake_ollama import FakeOllama
 

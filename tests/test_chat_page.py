@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from piagent.page import ChatPage, content_security_policy, load_chat_page
+from piagent.http.page import ChatPage, content_security_policy, load_chat_page
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "piagent" / "static" / "index.html"

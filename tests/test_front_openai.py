@@ -11,7 +11,7 @@ import msgspec
 import openai
 import pytest
 
-from piagent.schemas_openai import ChatCompletionChunk, ChunkChoice, ChunkDelta
+from piagent.http.openai_schemas import ChatCompletionChunk, ChunkChoice, ChunkDelta
 from tests.fake_ollama import FakeOllama, Script
 
 HI = [{"role": "user", "content": "hi"}]

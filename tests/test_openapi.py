@@ -14,8 +14,8 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 
 from piagent import __version__, create_app
-from piagent.page import load_chat_page
-from piagent.routes import API, build_routes
+from piagent.http.page import load_chat_page
+from piagent.http.routes import API, build_routes
 from tests.conftest import MakeSettings
 from tests.fake_ollama import FakeOllama
 from tests.servers import serve_in_thread
@@ -35,7 +35,7 @@ def test_every_route_has_a_row_in_the_api_table_and_every_row_a_route() -> None:
     rows = [(endpoint.method, endpoint.path) for endpoint in API]
     assert len(rows) == len(set(rows)), "a route has two rows"
     missing = route_operations() - set(rows)
-    assert not missing, f"add a row to piagent.routes.API for {sorted(missing)}"
+    assert not missing, f"add a row to the door's API rows for {sorted(missing)}"
     assert set(rows) - route_operations() == set(), "a row describes a route that does not exist"
 
 

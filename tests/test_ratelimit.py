@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from piagent.ratelimit import TokenBuckets, caller_of
+from piagent.http.ratelimit import TokenBuckets, caller_of
 
 KEY_A = "alpha-0123456789-abcdefghij"
 KEY_B = "bravo-0123456789-abcdefghij"

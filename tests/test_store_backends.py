@@ -11,11 +11,12 @@ import anyio
 import pytest
 
 from piagent import Settings, create_app
-from piagent.app import purge_expired_forever
 from piagent.cli import main
 from piagent.exceptions import SettingsError, StoreUnavailable
-from piagent.memory import ASSISTANT, USER, InMemoryStore, Turn
+from piagent.http.app import purge_expired_forever
 from piagent.stores import sqlite_path, store_factory
+from piagent.stores.base import ASSISTANT, USER, Turn
+from piagent.stores.memory import InMemoryStore
 from piagent.stores.redis import RedisStore
 from piagent.stores.sqlite import SCHEMA_VERSION, SQLiteStore
 from tests.redis_server import REDIS_SERVER, SKIP_REASON, RedisServer

@@ -17,7 +17,8 @@ import anyio
 import pytest
 
 from piagent.exceptions import StoreUnavailable
-from piagent.memory import ASSISTANT, USER, Conversation, ConversationNotFound, InMemoryStore, MemoryStore, Turn
+from piagent.stores.base import ASSISTANT, USER, Conversation, ConversationNotFound, MemoryStore, Turn
+from piagent.stores.memory import InMemoryStore
 from piagent.stores.redis import RedisStore
 from piagent.stores.sqlite import SQLiteStore
 from tests.servers import free_socket

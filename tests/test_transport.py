@@ -15,7 +15,7 @@ import msgspec
 import pytest
 
 from piagent import Settings, create_app
-from piagent.app import upstream_transport
+from piagent.http.app import upstream_transport
 from piagent.transport import BUFFER_LIMIT, HTTPToolsTransport, ResponseStream
 from tests.fake_ollama import FakeOllama, Script
 from tests.servers import serve_in_thread

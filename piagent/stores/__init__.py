@@ -7,8 +7,9 @@ from collections.abc import Callable
 from functools import partial
 
 from piagent.exceptions import SettingsError
-from piagent.memory import InMemoryStore, MemoryStore
 from piagent.settings import Settings
+from piagent.stores.base import MemoryStore
+from piagent.stores.memory import InMemoryStore
 
 StoreFactory = Callable[[], MemoryStore]
 

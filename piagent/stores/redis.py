@@ -30,7 +30,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from piagent.exceptions import ConversationNotFound, StoreUnavailable
-from piagent.memory import Conversation, ConversationSummary, Cursor, Turn, preview_of
+from piagent.stores.base import Conversation, ConversationSummary, Cursor, Turn, preview_of
 
 logger = logging.getLogger("piagent.stores.redis")
 

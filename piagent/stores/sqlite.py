@@ -20,7 +20,7 @@ import anyio
 import anyio.to_thread
 
 from piagent.exceptions import ConversationNotFound, StoreUnavailable
-from piagent.memory import Conversation, ConversationSummary, Cursor, Turn, preview_of
+from piagent.stores.base import Conversation, ConversationSummary, Cursor, Turn, preview_of
 
 logger = logging.getLogger("piagent.stores.sqlite")
 T = TypeVar("T")

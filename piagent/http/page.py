@@ -10,6 +10,8 @@ from importlib import resources
 from starlette.requests import Request
 from starlette.responses import Response
 
+from piagent.http.openapi import Body, Endpoint
+
 # The page's only script and style are inline; the CSP allows exactly those bytes, by hash.
 _INLINE = re.compile(rb"<(script|style)(?:\s[^>]*)?>(.*?)</\1>", re.DOTALL)
 
@@ -73,3 +75,9 @@ class ChatPage:
 def load_chat_page() -> ChatPage:
     """Read the page shipped inside the package (`piagent/static/index.html`)."""
     return ChatPage(resources.files("piagent").joinpath("static").joinpath("index.html").read_bytes())
+
+
+# What /openapi.json says about this door's routes.
+API: tuple[Endpoint, ...] = (
+    Endpoint("GET", "/", "The chat page (when PIAGENT_CHAT_PAGE is on)", ok=(Body("text/html", str),)),
+)

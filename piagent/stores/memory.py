@@ -1,10 +1,4 @@
-"""Conversation memory: the store contract and the bounded in-process store (the default).
-
-Every store keeps the same promises, proven by one contract suite (tests/test_stores.py): the last
-`max_turns` turns of a conversation, forgotten `ttl` seconds after its last append, at most
-`max_conversations` in all (the least recently used goes first), each visible only to its owner.
-Time comes from an injected clock, so expiry is decided the same way by every backend.
-"""
+"""The bounded in-process store (the default, `memory://`): slots only, gone with the process."""
 
 from __future__ import annotations
 
@@ -12,119 +6,11 @@ import heapq
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Protocol
-
-import msgspec
 
 from piagent.exceptions import ConversationNotFound
+from piagent.stores.base import Conversation, ConversationSummary, Cursor, Turn, preview_of
 
-__all__ = [
-    "ASSISTANT",
-    "USER",
-    "Conversation",
-    "ConversationNotFound",
-    "ConversationSummary",
-    "Cursor",
-    "InMemoryStore",
-    "MemoryStore",
-    "Turn",
-    "preview_of",
-]
-
-USER = "user"
-ASSISTANT = "assistant"
-PREVIEW_CHARS = 80
-
-# A position in an owner's list, newest first: the (updated_at, id) of the last conversation seen.
-Cursor = tuple[float, str]
-
-
-class Turn(msgspec.Struct, frozen=True, gc=False):
-    """One message of a conversation; `interrupted` marks a reply cut short by the client leaving."""
-
-    role: str
-    text: str
-    at: float
-    interrupted: bool = False
-
-
-class Conversation(msgspec.Struct, frozen=True):
-    """One stored conversation with every turn it keeps (also the `GET /conversations/{id}` body)."""
-
-    id: str
-    agent: str
-    updated_at: float
-    turns: list[Turn]
-
-
-class ConversationSummary(msgspec.Struct, frozen=True):
-    """One entry of an owner's conversation list (`GET /conversations`)."""
-
-    id: str
-    agent: str
-    updated_at: float
-    turns: int
-    preview: str
-
-
-def preview_of(turns: Sequence[Turn]) -> str:
-    """The first user message, cut to 80 characters (a short text is the same object: no copy)."""
-    for turn in turns:
-        if turn.role == USER:
-            return turn.text[:PREVIEW_CHARS]
-    return ""
-
-
-class MemoryStore(Protocol):
-    """Where conversations live between requests; every failure to reach it is `StoreUnavailable`."""
-
-    name: str
-
-    async def history(self, conversation_id: str, owner: str, limit: int) -> list[Turn]:
-        """The last `limit` turns (oldest first); [] for an unknown or expired conversation.
-
-        Raises `ConversationNotFound` when the conversation belongs to another owner.
-        """
-        ...
-
-    async def append(
-        self, conversation_id: str, owner: str, turns: Sequence[Turn], max_turns: int, agent: str = ""
-    ) -> None:
-        """Add turns atomically, keep the last `max_turns`, record the agent, mark the conversation used now.
-
-        Raises `ConversationNotFound` when the conversation belongs to another owner.
-        """
-        ...
-
-    async def get(self, conversation_id: str, owner: str) -> Conversation | None:
-        """The whole conversation; None when unknown, expired or another owner's."""
-        ...
-
-    async def list_conversations(
-        self, owner: str, limit: int, before: Cursor | None = None
-    ) -> list[ConversationSummary]:
-        """Up to `limit` of the owner's conversations, newest first, strictly after the `before` cursor."""
-        ...
-
-    async def delete(self, conversation_id: str, owner: str) -> bool:
-        """Forget a conversation; False when there was none (unknown, expired or another owner's)."""
-        ...
-
-    async def count(self) -> int:
-        """How many live conversations are stored, for every owner."""
-        ...
-
-    async def purge_expired(self) -> int:
-        """Drop expired conversations now (a background task calls this); how many went."""
-        ...
-
-    async def check(self) -> None:
-        """Raise `StoreUnavailable` when the store cannot serve reads and writes right now."""
-        ...
-
-    async def aclose(self) -> None:
-        """Release what the store holds open."""
-        ...
+__all__ = ["InMemoryStore"]
 
 
 class _Conversation:

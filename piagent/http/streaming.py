@@ -11,10 +11,10 @@ from starlette.types import Receive, Scope, Send
 
 from piagent.exceptions import PiagentError, ShuttingDown
 from piagent.generations import GenerationLimiter
-from piagent.responses import ENCODER
+from piagent.http.responses import ENCODER
 from piagent.schemas import ChatResponse, DoneEvent, ErrorEvent
 
-logger = logging.getLogger("piagent.streaming")
+logger = logging.getLogger("piagent.http.streaming")
 T = TypeVar("T")
 
 

@@ -16,11 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from piagent.exceptions import PiagentError, ValidationFailed
-from piagent.providers.base import Message
-from piagent.responses import ENCODER, JSONResponse, openai_error
-from piagent.routes import decode_body, get_runtime, owner_of, read_json_body
-from piagent.schemas import ChatOptions, ChatResponse
-from piagent.schemas_openai import (
+from piagent.http.openai_schemas import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
@@ -33,7 +29,12 @@ from piagent.schemas_openai import (
     Model,
     ModelList,
 )
-from piagent.streaming import ReplyStream, StreamFormat, until_disconnect
+from piagent.http.openapi import BODY_ERRORS, JSON, SSE, UPSTREAM_ERRORS, Body, Endpoint, Param
+from piagent.http.requests import decode_body, get_runtime, owner_of, read_json_body
+from piagent.http.responses import ENCODER, JSONResponse, openai_error
+from piagent.http.streaming import ReplyStream, StreamFormat, until_disconnect
+from piagent.providers.base import Message
+from piagent.schemas import ChatOptions, ChatResponse
 
 _REQUEST = msgspec.json.Decoder(ChatCompletionRequest)
 _DONE = b"data: [DONE]\n\n"
@@ -166,10 +167,35 @@ async def get_model(request: Request) -> Response:
     return JSONResponse(Model(agent.name, "model", int(runtime.started_at), "piagent"))
 
 
-def build_routes() -> list[Route]:
+def routes() -> list[Route]:
     """The OpenAI-compatible endpoints."""
     return [
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model}", get_model, methods=["GET"]),
     ]
+
+
+# What /openapi.json says about this door's routes.
+API: tuple[Endpoint, ...] = (
+    Endpoint(
+        "POST",
+        "/v1/chat/completions",
+        "OpenAI-compatible chat: model is an agent, whose system prompt goes before the messages; stateless",
+        request=ChatCompletionRequest,
+        ok=(
+            Body(JSON, ChatCompletion, "stream false"),
+            Body(SSE, ChatCompletionChunk, "stream true: data: chunks, then data: [DONE]"),
+        ),
+        errors=(*BODY_ERRORS, 404, *UPSTREAM_ERRORS),
+    ),
+    Endpoint("GET", "/v1/models", "OpenAI-compatible model list: every agent", ok=(Body(JSON, ModelList),)),
+    Endpoint(
+        "GET",
+        "/v1/models/{model}",
+        "OpenAI-compatible model: one agent",
+        path_params=(Param("model", "the agent's name"),),
+        ok=(Body(JSON, Model),),
+        errors=(404,),
+    ),
+)

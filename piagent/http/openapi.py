@@ -8,13 +8,16 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from piagent.http.ollama_schemas import OllamaError
+from piagent.http.openai_schemas import OpenAIErrorBody
 from piagent.schemas import ErrorBody
-from piagent.schemas_ollama import OllamaError
-from piagent.schemas_openai import OpenAIErrorBody
 
 JSON = "application/json"
 SSE = "text/event-stream"
 NDJSON = "application/x-ndjson"
+# The error statuses most endpoints share: a bad body, and the upstream failing.
+BODY_ERRORS = (400, 413, 415, 422)
+UPSTREAM_ERRORS = (502, 503, 504)
 _REF = "#/components/schemas/{name}"
 
 

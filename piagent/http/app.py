@@ -18,21 +18,23 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from piagent.agents import Agents, load_agents
-from piagent.auth import ApiKeyMiddleware, load_api_keys
 from piagent.chat import ChatService
 from piagent.exceptions import PiagentError, StoreUnavailable
 from piagent.generations import GenerationLimiter
-from piagent.memory import MemoryStore
-from piagent.page import load_chat_page
+from piagent.http.auth import ApiKeyMiddleware, load_api_keys
+from piagent.http.errors import handle_http_exception, handle_piagent_error, handle_unexpected
+from piagent.http.page import load_chat_page
+from piagent.http.ratelimit import RateLimitMiddleware, TokenBuckets
+from piagent.http.requests import STATE_KEY, Runtime
+from piagent.http.routes import build_routes
 from piagent.providers.factory import ProviderSpec, build_providers, provider_specs
-from piagent.ratelimit import RateLimitMiddleware, TokenBuckets
-from piagent.responses import handle_piagent_error
-from piagent.routes import STATE_KEY, Runtime, build_agent_list, build_routes, handle_http_exception, handle_unexpected
+from piagent.schemas import AgentInfo, AgentList
 from piagent.settings import Settings, split_urls
 from piagent.stores import StoreFactory, store_factory
+from piagent.stores.base import MemoryStore
 
 Lifespan = Callable[[Starlette], Any]
-logger = logging.getLogger("piagent.app")
+logger = logging.getLogger("piagent.http.app")
 
 
 async def purge_expired_forever(store: MemoryStore, interval: float) -> None:
@@ -128,6 +130,11 @@ def _lifespan(
                     await store.aclose()
 
     return lifespan
+
+
+def build_agent_list(agents: Agents) -> AgentList:
+    """The `GET /agents` body; agents never change after start-up, so it is built once."""
+    return AgentList([AgentInfo(a.name, a.description, a.model) for a in agents.values()], agents.default)
 
 
 async def _check_store(store: MemoryStore) -> None:

@@ -13,10 +13,19 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from piagent.exceptions import ConversationNotFound, ValidationFailed
-from piagent.memory import Cursor
-from piagent.responses import JSONResponse
-from piagent.routes import get_runtime, owner_of
-from piagent.schemas import ConversationId, ConversationList
+from piagent.http.openapi import JSON, Body, Endpoint, Param
+from piagent.http.requests import get_runtime, owner_of
+from piagent.http.responses import JSONResponse
+from piagent.schemas import ConversationId
+from piagent.stores.base import Conversation, ConversationSummary, Cursor
+
+
+class ConversationList(msgspec.Struct):
+    """`GET /conversations`: a page, newest first; `next` is the cursor for the following page, or null."""
+
+    conversations: list[ConversationSummary]
+    next: str | None
+
 
 DEFAULT_PAGE = 20
 MAX_PAGE = 100
@@ -99,9 +108,38 @@ async def delete_conversation(request: Request) -> Response:
     return Response(status_code=204)
 
 
-def conversation_routes() -> list[Route]:
+def routes() -> list[Route]:
     """The conversation endpoints, for `build_routes`."""
     return [
         Route("/conversations", list_conversations, methods=["GET"]),
         Route("/conversations/{conversation_id}", conversation, methods=["GET", "DELETE"]),
     ]
+
+
+# What /openapi.json says about this door's routes.
+API: tuple[Endpoint, ...] = (
+    Endpoint(
+        "GET",
+        "/conversations",
+        "The caller's stored conversations, newest first, a page at a time",
+        query=(Param("limit", "conversations per page, 1 to 100 (default 20)"), Param("before", "a page's `next`")),
+        ok=(Body(JSON, ConversationList),),
+        errors=(422, 503),
+    ),
+    Endpoint(
+        "GET",
+        "/conversations/{conversation_id}",
+        "One stored conversation with every kept turn",
+        path_params=(Param("conversation_id", "the conversation's id"),),
+        ok=(Body(JSON, Conversation),),
+        errors=(404, 503),
+    ),
+    Endpoint(
+        "DELETE",
+        "/conversations/{conversation_id}",
+        "Forget one stored conversation",
+        path_params=(Param("conversation_id", "the conversation's id"),),
+        status=204,
+        errors=(404, 503),
+    ),
+)

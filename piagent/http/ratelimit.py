@@ -11,8 +11,8 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from piagent.exceptions import RateLimited
-from piagent.responses import error_response_for
-from piagent.routes import OWNER_SCOPE_KEY, route_path
+from piagent.http.requests import OWNER_SCOPE_KEY, route_path
+from piagent.http.responses import error_response_for
 
 # Callers remembered at most; the least recently seen is forgotten first. With API keys on there is
 # one caller per key, so only an anonymous server facing many addresses ever reaches this.

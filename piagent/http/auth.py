@@ -21,11 +21,11 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from piagent.exceptions import SettingsError, Unauthorized
-from piagent.responses import error_response_for
-from piagent.routes import OWNER_SCOPE_KEY, route_path, wants_deep_health
+from piagent.http.requests import OWNER_SCOPE_KEY, route_path, wants_deep_health
+from piagent.http.responses import error_response_for
 from piagent.settings import Settings, check_api_key
 
-logger = logging.getLogger("piagent.auth")
+logger = logging.getLogger("piagent.http.auth")
 
 # Presented keys longer than this are refused before hashing; real keys are far shorter.
 _MAX_PRESENTED = 1024

@@ -19,11 +19,7 @@ from starlette.routing import Route
 
 from piagent import __version__
 from piagent.exceptions import PiagentError, ValidationFailed
-from piagent.providers.base import Message
-from piagent.responses import ENCODER, JSONResponse
-from piagent.routes import decode_body, get_runtime, owner_of, read_json_body
-from piagent.schemas import ChatOptions, ChatResponse
-from piagent.schemas_ollama import (
+from piagent.http.ollama_schemas import (
     OllamaChatRequest,
     OllamaChatResponse,
     OllamaError,
@@ -33,7 +29,12 @@ from piagent.schemas_ollama import (
     OllamaTags,
     OllamaVersion,
 )
-from piagent.streaming import ReplyStream, StreamFormat, until_disconnect
+from piagent.http.openapi import BODY_ERRORS, JSON, NDJSON, UPSTREAM_ERRORS, Body, Endpoint
+from piagent.http.requests import decode_body, get_runtime, owner_of, read_json_body
+from piagent.http.responses import ENCODER, JSONResponse
+from piagent.http.streaming import ReplyStream, StreamFormat, until_disconnect
+from piagent.providers.base import Message
+from piagent.schemas import ChatOptions, ChatResponse
 
 _REQUEST = msgspec.json.Decoder(OllamaChatRequest)
 
@@ -167,10 +168,28 @@ async def version(request: Request) -> Response:
     return JSONResponse(OllamaVersion(__version__))
 
 
-def build_routes() -> list[Route]:
+def routes() -> list[Route]:
     """The Ollama-compatible endpoints."""
     return [
         Route("/api/chat", chat, methods=["POST"]),
         Route("/api/tags", tags, methods=["GET"]),
         Route("/api/version", version, methods=["GET"]),
     ]
+
+
+# What /openapi.json says about this door's routes.
+API: tuple[Endpoint, ...] = (
+    Endpoint(
+        "POST",
+        "/api/chat",
+        "Ollama-compatible chat: model is an agent; streams NDJSON unless stream is false; stateless",
+        request=OllamaChatRequest,
+        ok=(
+            Body(NDJSON, OllamaChatResponse, "stream true (the default): one line per piece, done on the last"),
+            Body(JSON, OllamaChatResponse, "stream false"),
+        ),
+        errors=(*BODY_ERRORS, 404, *UPSTREAM_ERRORS),
+    ),
+    Endpoint("GET", "/api/tags", "Ollama-compatible model list: every agent", ok=(Body(JSON, OllamaTags),)),
+    Endpoint("GET", "/api/version", "Ollama-compatible version: piagent's", ok=(Body(JSON, OllamaVersion),)),
+)

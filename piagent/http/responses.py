@@ -13,12 +13,12 @@ from typing import Any
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Scope
 
 from piagent.exceptions import AgentNotFound, PiagentError, ValidationFailed
+from piagent.http.ollama_schemas import OllamaError
+from piagent.http.openai_schemas import OpenAIErrorBody, OpenAIErrorDetail
+from piagent.http.requests import route_path
 from piagent.schemas import ErrorBody, ErrorDetail
-from piagent.schemas_ollama import OllamaError
-from piagent.schemas_openai import OpenAIErrorBody, OpenAIErrorDetail
 
 # msgspec encoders hold no per-call state; one shared instance is the documented fast path.
 ENCODER = msgspec.json.Encoder()
@@ -81,15 +81,6 @@ _DIALECTS: tuple[tuple[str, ErrorRenderer], ...] = (
 )
 
 
-def route_path(scope: Scope) -> str:
-    """The request path inside piagent, without the prefix of a host app that mounts it."""
-    path: str = scope["path"]
-    root_path: str = scope.get("root_path", "")
-    if root_path and path.startswith(root_path) and path[len(root_path) : len(root_path) + 1] in ("/", ""):
-        return path[len(root_path) :] or "/"
-    return path
-
-
 def error_response_for(request: Request, exc: PiagentError, headers: Mapping[str, str] | None = None) -> Response:
     """The error response in the shape the route's clients expect."""
     if exc.headers is not None:  # Retry-After, WWW-Authenticate: in every dialect
@@ -99,9 +90,3 @@ def error_response_for(request: Request, exc: PiagentError, headers: Mapping[str
         if path.startswith(prefix):
             return render(exc, headers)
     return error_response(exc, headers)
-
-
-async def handle_piagent_error(request: Request, exc: Exception) -> Response:
-    """Exception handler for `PiagentError` and every subclass (Starlette walks the MRO)."""
-    assert isinstance(exc, PiagentError)
-    return error_response_for(request, exc)

@@ -1,0 +1,40 @@
+"""Every exception handler: piagent's errors, Starlette's 404/405 and the unforeseen, in the route's error shape."""
+
+from __future__ import annotations
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from piagent.exceptions import MethodNotAllowed, NotFound, PiagentError, RequestError
+from piagent.http.responses import error_response_for
+
+
+async def handle_piagent_error(request: Request, exc: Exception) -> Response:
+    """Exception handler for `PiagentError` and every subclass (Starlette walks the MRO)."""
+    assert isinstance(exc, PiagentError)
+    return error_response_for(request, exc)
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 (and any other HTTPException) in piagent's error shape."""
+    assert isinstance(exc, HTTPException)
+    error: RequestError
+    if exc.status_code == 404:
+        error = NotFound(f"no route for {request.method} {request.url.path}")
+    elif exc.status_code == 405:
+        error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+    else:
+        error = RequestError(str(exc.detail))
+        error.status_code = exc.status_code
+    return error_response_for(request, error, headers=exc.headers)
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    """Anything unforeseen: a 500 in the usual shape, no traceback (the server log has it).
+
+    Starlette re-raises the exception after this response so the server logs it, and uvicorn then
+    closes the connection: `Connection: close` tells the client not to send its next request on it.
+    """
+    error = PiagentError("piagent hit an unexpected error; the server log has the details")
+    return error_response_for(request, error, headers={"Connection": "close"})

@@ -1,0 +1,152 @@
+"""piagent's own door: `/health`, `/agents` and `POST /chat` with conversation memory."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from piagent import __version__
+from piagent.exceptions import StoreUnavailable, ValidationFailed
+from piagent.http.openapi import BODY_ERRORS, JSON, NDJSON, SSE, UPSTREAM_ERRORS, Body, Endpoint, Param
+from piagent.http.requests import decode_body, get_runtime, owner_of, read_json_body, wants_deep_health
+from piagent.http.responses import JSONResponse
+from piagent.http.streaming import ReplyStream, choose_format, until_disconnect
+from piagent.schemas import (
+    AgentList,
+    ChatRequest,
+    ChatResponse,
+    DoneEvent,
+    ErrorDetail,
+    ErrorEvent,
+    Health,
+    StoreHealth,
+    TokenEvent,
+)
+from piagent.stores.base import MemoryStore
+
+_CHAT_REQUEST = msgspec.json.Decoder(ChatRequest)
+
+
+def decode_chat_request(body: bytes, max_message_chars: int, max_tokens: int) -> ChatRequest:
+    """Decode and validate `POST /chat`; a 400 for JSON syntax, a 422 naming the field otherwise."""
+    chat_request = decode_body(_CHAT_REQUEST, body)
+    if len(chat_request.message) > max_message_chars:
+        raise ValidationFailed(
+            f"the message is {len(chat_request.message)} characters; at most {max_message_chars} "
+            "are allowed - at `$.message`"
+        )
+    options = chat_request.options
+    if options is not None and options.max_tokens is not None and options.max_tokens > max_tokens:
+        raise ValidationFailed(
+            f"max_tokens is {options.max_tokens}; at most {max_tokens} are allowed - at `$.options.max_tokens`"
+        )
+    return chat_request
+
+
+async def _store_health(store: MemoryStore) -> StoreHealth:
+    try:
+        await store.check()
+    except StoreUnavailable as exc:
+        return StoreHealth(store.name, "unavailable", exc.message)
+    return StoreHealth(store.name, "ok")
+
+
+async def _count_conversations(store: MemoryStore, store_health: StoreHealth | None) -> int | None:
+    """None when the store cannot be asked: plain `/health` stays 200 (the process serves); deep reports it."""
+    if store_health is not None and store_health.status != "ok":
+        return None
+    try:
+        return await store.count()
+    except StoreUnavailable:
+        return None
+
+
+async def health(request: Request) -> Response:
+    """`GET /health`: the server is up; `?deep=1` also asks every upstream and the store (503 if one is down)."""
+    runtime = get_runtime(request)
+    deep = wants_deep_health(request.query_params)
+    store = runtime.store
+    upstreams = await runtime.chat.check_upstreams() if deep else None
+    store_health = await _store_health(store) if deep and store is not None else None
+    conversations = 0 if store is None else await _count_conversations(store, store_health)
+    errors = [
+        ErrorDetail("upstream_unavailable", upstream.error or f"{upstream.name} is not healthy")
+        for upstream in upstreams or ()
+        if upstream.status != "ok"
+    ]
+    if store_health is not None and store_health.status != "ok":
+        errors.append(
+            ErrorDetail("store_unavailable", store_health.error or f"memory store {store_health.name!r} is down")
+        )
+    if not errors:
+        return JSONResponse(Health("ok", __version__, len(runtime.agents), conversations, upstreams, store_health))
+    # One error: the first one's code (upstreams first, as before), every failing part in the message.
+    error = ErrorDetail(errors[0].code, "; ".join(error.message for error in errors))
+    body = Health("degraded", __version__, len(runtime.agents), conversations, upstreams, store_health, error)
+    return JSONResponse(body, status_code=503)
+
+
+async def list_agents(request: Request) -> Response:
+    """`GET /agents`."""
+    return JSONResponse(get_runtime(request).agent_list)
+
+
+async def chat(request: Request) -> Response | ReplyStream:
+    """`POST /chat`: a whole reply as JSON, or streamed as plain text, SSE or NDJSON."""
+    runtime = get_runtime(request)
+    body = await read_json_body(request, runtime.settings.max_body_bytes)
+    settings = runtime.settings
+    chat_request = decode_chat_request(body, settings.max_message_chars, settings.max_tokens)
+    prepared = await runtime.chat.prepare(chat_request, owner_of(request))
+    limiter = runtime.chat.limiter
+    if not chat_request.stream:
+        reply = await until_disconnect(request.receive, partial(runtime.chat.complete, prepared), limiter)
+        return JSONResponse(reply, headers={"X-Conversation-Id": prepared.conversation_id})
+    replies = runtime.chat.stream(prepared)
+    # The first item is awaited before any byte is sent, so a failure up to the first token (a full
+    # queue included) still gets its real status code instead of a 200 with an error inside.
+    first = await until_disconnect(request.receive, replies.__anext__, limiter)
+    stream_format = choose_format(request.headers.get("accept", ""))
+    return ReplyStream(first, replies, stream_format, prepared.conversation_id, limiter)
+
+
+def routes() -> list[Route]:
+    """The native door's routes, for `build_routes`."""
+    return [
+        Route("/health", health, methods=["GET"]),
+        Route("/agents", list_agents, methods=["GET"]),
+        Route("/chat", chat, methods=["POST"]),
+    ]
+
+
+_CHAT_EVENTS: Any = TokenEvent | DoneEvent | ErrorEvent
+# What /openapi.json says about this door's routes.
+API: tuple[Endpoint, ...] = (
+    Endpoint(
+        "GET",
+        "/health",
+        "Whether piagent is up; with deep=1 also every upstream server and the memory store (503 if one is down)",
+        query=(Param("deep", "1 to also ask every upstream server"),),
+        ok=(Body(JSON, Health),),
+        errors=(503,),
+    ),
+    Endpoint("GET", "/agents", "The agents: name, description, model", ok=(Body(JSON, AgentList),)),
+    Endpoint(
+        "POST",
+        "/chat",
+        "One message to an agent, in a remembered conversation; the reply whole or streamed (by Accept)",
+        request=ChatRequest,
+        ok=(
+            Body(JSON, ChatResponse, "stream false"),
+            Body("text/plain", str, "stream true: the reply's text as generated"),
+            Body(SSE, _CHAT_EVENTS, "stream true, Accept: text/event-stream: token events, then done or error"),
+            Body(NDJSON, _CHAT_EVENTS, "stream true, Accept: application/x-ndjson: the same events, one a line"),
+        ),
+        errors=(*BODY_ERRORS, 404, *UPSTREAM_ERRORS),
+    ),
+)

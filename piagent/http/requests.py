@@ -1,0 +1,99 @@
+"""What every handler reads from a request: the lifespan's runtime, the caller, the body. Imports no door."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, TypeVar
+
+import httpx
+import msgspec
+from starlette.datastructures import QueryParams
+from starlette.requests import Request
+from starlette.types import Scope
+
+from piagent.agents import Agents
+from piagent.chat import ChatService
+from piagent.exceptions import InvalidJSON, NotStarted, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from piagent.schemas import AgentList
+from piagent.settings import Settings
+from piagent.stores.base import MemoryStore
+
+T = TypeVar("T")
+STATE_KEY = "piagent"
+# Where an authentication layer puts the caller's identity (never the raw key) for conversation ownership.
+OWNER_SCOPE_KEY = "piagent.owner"
+
+
+class Runtime(NamedTuple):
+    """What the lifespan opened, handed to every request as lifespan state."""
+
+    settings: Settings
+    agents: Agents
+    chat: ChatService
+    store: MemoryStore | None
+    agent_list: AgentList
+    started_at: float = 0.0  # Unix time the lifespan started (the front doors' "created" dates)
+    client: httpx.AsyncClient | None = None  # the one shared upstream client (for tests and diagnostics)
+
+
+def route_path(scope: Scope) -> str:
+    """The request path inside piagent, without the prefix of a host app that mounts it."""
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if root_path and path.startswith(root_path) and path[len(root_path) : len(root_path) + 1] in ("/", ""):
+        return path[len(root_path) :] or "/"
+    return path
+
+
+def owner_of(request: Request) -> str:
+    """Who owns the conversations this request touches; "" when API keys are off."""
+    owner: str = request.scope.get(OWNER_SCOPE_KEY, "")
+    return owner
+
+
+def wants_deep_health(query: QueryParams) -> bool:
+    """Whether `/health` is asked to check the upstream too (`?deep=1`, `true` or `yes`)."""
+    return query.get("deep", "").lower() in ("1", "true", "yes")
+
+
+def get_runtime(request: Request) -> Runtime:
+    """The lifespan's Runtime, or a clear error when the host never ran piagent's lifespan."""
+    runtime: Runtime | None = request.scope.get("state", {}).get(STATE_KEY)
+    if runtime is None:
+        raise NotStarted(
+            "piagent's lifespan has not run: when mounting piagent inside another app, "
+            "pass lifespan=piagent_app.router.lifespan_context to the host app (README: Embedding)"
+        )
+    return runtime
+
+
+async def read_json_body(request: Request, limit: int) -> bytes:
+    """The body, if declared as JSON (or not declared) and no longer than `limit` bytes."""
+    content_type = request.headers.get("content-type")
+    if content_type is not None:
+        media_type = content_type.partition(";")[0].strip().lower()
+        if media_type != "application/json" and not media_type.endswith("+json"):
+            raise UnsupportedMediaType(
+                f"expected Content-Type: application/json, got {media_type or 'nothing'!r} "
+                "(with curl: -H 'Content-Type: application/json')"
+            )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body is {declared} bytes; at most {limit} are allowed")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the body is over {limit} bytes, the most allowed")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def decode_body(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
+    """Decode a request body with a typed decoder: a 400 for JSON syntax, a 422 naming the field otherwise."""
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise ValidationFailed(str(exc)) from exc
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise InvalidJSON(f"the body is not valid JSON: {exc}") from exc

@@ -1,0 +1,51 @@
+"""Every route piagent serves, from each door's own list, and `/openapi.json` built from each door's rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from piagent import __version__
+from piagent.http import conversations, native, ollama, openai, page
+from piagent.http.openapi import JSON, Body, Endpoint, build_openapi
+from piagent.http.responses import JSONResponse
+
+# What /openapi.json says about each route: one row per (method, path) of build_routes() (a test checks).
+API: tuple[Endpoint, ...] = (
+    *page.API,
+    *native.API,
+    *conversations.API,
+    *openai.API,
+    *ollama.API,
+    Endpoint("GET", "/openapi.json", "This document (OpenAPI 3.1)", ok=(Body(JSON, dict[str, Any]),)),
+)
+
+
+async def openapi(request: Request) -> Response:
+    """`GET /openapi.json`: the OpenAPI 3.1 document of every endpoint, from the table below."""
+    root = request.scope.get("root_path", "")
+    # Only the rows of routes this app serves: the chat page, for one, can be turned off.
+    served = {
+        (method, route.path)
+        for route in request.app.routes
+        if isinstance(route, Route)
+        for method in route.methods or ()
+    }
+    endpoints = [endpoint for endpoint in API if (endpoint.method, endpoint.path) in served]
+    return JSONResponse(build_openapi(endpoints, "piagent", __version__, server=root or "/"))
+
+
+def build_routes(chat_page: page.ChatPage | None = None) -> list[Route]:
+    """Every endpoint piagent serves (`GET /` only with a chat page); each needs its row in `API` (a test checks)."""
+    home = [Route("/", chat_page.endpoint, methods=["GET"])] if chat_page is not None else []
+    return [
+        *home,
+        *native.routes(),
+        *conversations.routes(),
+        *openai.routes(),
+        *ollama.routes(),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]
