@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import msgspec
@@ -150,46 +151,60 @@ def _api_keys(text: str) -> tuple[str, ...]:
 
 
 class _Key(NamedTuple):
-    """One configuration key: its environment name, the Settings field, default, parser and meaning."""
+    """One configuration key: its environment name, the Settings field, parser and meaning.
+
+    Its default is the Settings field's own (written once, there), shown as the environment spells it.
+    """
 
     env: str
     field: str
-    default: str
     parse: Callable[[str], Any]
     meaning: str
     secret: bool = False  # never printed, not even in an error
+
+    @property
+    def default(self) -> str:
+        """The default as a `PIAGENT_*` value: what `parse` turns back into the Settings default."""
+        return show_value(_DEFAULTS[self.field])
+
+
+def show_value(value: object) -> str:
+    """A setting's value spelled as in the environment (`true`, `5`, `a,b`)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return str(value)
 
 
 # The single source of truth for configuration: Settings.from_env, the README table and
 # `piagent check` all read this tuple, so a key cannot be documented and parsed differently.
 KEYS: tuple[_Key, ...] = (
-    _Key("PIAGENT_HOST", "host", "127.0.0.1", _word, "Address to listen on (0.0.0.0 for the LAN; see 'On a LAN')."),
-    _Key("PIAGENT_PORT", "port", "8000", _integer(1, 65535), "TCP port to listen on."),
+    _Key("PIAGENT_HOST", "host", _word, "Address to listen on (0.0.0.0 for the LAN; see 'On a LAN')."),
+    _Key("PIAGENT_PORT", "port", _integer(1, 65535), "TCP port to listen on."),
     _Key(
         "PIAGENT_PROVIDER",
         "provider",
-        "ollama",
         _choice(*PROVIDERS),
         "Upstream protocol of agents whose prompt file names none: `ollama` or `openai` (see 'Upstreams').",
     ),
     _Key(
         "PIAGENT_OLLAMA_URL",
         "ollama_url",
-        "http://127.0.0.1:11434",
         parse_urls,
         "Base URL of the Ollama server; several, comma-separated, are balanced (see 'Upstreams').",
     ),
     _Key(
         "PIAGENT_OPENAI_URL",
         "openai_url",
-        "http://127.0.0.1:8080",
         parse_urls,
         "Base URL of an OpenAI-compatible server (llama.cpp, LM Studio, vLLM, ...); a trailing `/v1` is optional.",
     ),
     _Key(
         "PIAGENT_OPENAI_API_KEY",
         "openai_api_key",
-        "",
         _text,
         "Key sent as `Authorization: Bearer` to OpenAI-compatible servers; empty: none.",
         secret=True,
@@ -197,18 +212,16 @@ KEYS: tuple[_Key, ...] = (
     _Key(
         "PIAGENT_UPSTREAM_COOLOFF",
         "upstream_cooloff",
-        "5",
         _seconds(0, 3600),
         "Seconds an upstream that refused a connection is tried only after the others.",
     ),
-    _Key("PIAGENT_MODEL", "model", "qwen2.5:0.5b", _word, "Model for agents whose prompt file names none."),
-    _Key("PIAGENT_PROMPTS_DIR", "prompts_dir", "prompts", _text, "Folder of agent files (`<name>.md` or `.txt`)."),
-    _Key("PIAGENT_DEFAULT_AGENT", "default_agent", "general", _word, "Agent used when a request names none."),
-    _Key("PIAGENT_MEMORY_ENABLED", "memory_enabled", "true", _boolean, "Keep conversation history between requests."),
+    _Key("PIAGENT_MODEL", "model", _word, "Model for agents whose prompt file names none."),
+    _Key("PIAGENT_PROMPTS_DIR", "prompts_dir", _text, "Folder of agent files (`<name>.md` or `.txt`)."),
+    _Key("PIAGENT_DEFAULT_AGENT", "default_agent", _word, "Agent used when a request names none."),
+    _Key("PIAGENT_MEMORY_ENABLED", "memory_enabled", _boolean, "Keep conversation history between requests."),
     _Key(
         "PIAGENT_MEMORY_URL",
         "memory_url",
-        "memory://",
         _memory_url,
         "Where conversations live: `memory://` (this process), `sqlite:///piagent.db` "
         "(a file; `sqlite:////abs/path.db`) or `redis://host:6379/0` (needs `piagent[redis]`).",
@@ -216,112 +229,96 @@ KEYS: tuple[_Key, ...] = (
     _Key(
         "PIAGENT_MEMORY_MAX_TURNS",
         "memory_max_turns",
-        "20",
         _integer(2, 1000),
         "Messages kept per conversation (a user message and a reply are two); agents may lower it.",
     ),
     _Key(
         "PIAGENT_MEMORY_TTL",
         "memory_ttl",
-        "3600",
         _seconds(1, 31_536_000),
         "Seconds after its last use that a conversation is forgotten.",
     ),
     _Key(
         "PIAGENT_MEMORY_MAX_CONVERSATIONS",
         "memory_max_conversations",
-        "1000",
         _integer(1, 10_000_000),
         "Conversations kept in all; the least recently used goes first.",
     ),
     _Key(
         "PIAGENT_CONNECT_TIMEOUT",
         "connect_timeout",
-        "3",
         _seconds(0.01, 600),
         "Seconds to wait for a connection to the model server.",
     ),
     _Key(
         "PIAGENT_FIRST_TOKEN_TIMEOUT",
         "first_token_timeout",
-        "300",
         _seconds(0.01, 86_400),
         "Seconds to wait for the model server to start its reply; covers a cold model load.",
     ),
     _Key(
         "PIAGENT_READ_TIMEOUT",
         "read_timeout",
-        "60",
         _seconds(0.01, 86_400),
         "Seconds of silence allowed once the model server has started its reply (the gap between tokens).",
     ),
     _Key(
         "PIAGENT_MAX_CONNECTIONS",
         "max_connections",
-        "16",
         _integer(1, 1000),
         "Connections to the model server at most (the shared client's pool).",
     ),
     _Key(
         "PIAGENT_FAST_TRANSPORT",
         "fast_transport",
-        "true",
         _boolean,
         "Talk to a plain-http model server through piagent's own lean HTTP transport; false: httpx's default.",
     ),
     _Key(
         "PIAGENT_KEEP_ALIVE",
         "keep_alive",
-        "",
         _text,
         "Ollama `keep_alive` sent with each request (e.g. `10m`, `-1`); empty: Ollama's default.",
     ),
     _Key(
         "PIAGENT_MAX_BODY_BYTES",
         "max_body_bytes",
-        "65536",
         _integer(64, 64 * 1024 * 1024),
         "Largest request body accepted; larger gets 413.",
     ),
     _Key(
         "PIAGENT_MAX_MESSAGE_CHARS",
         "max_message_chars",
-        "16000",
         _integer(1, 10_000_000),
         "Longest `message` accepted; longer gets 422.",
     ),
     _Key(
         "PIAGENT_MAX_LINE_BYTES",
         "max_line_bytes",
-        "1048576",
         _integer(1024, 256 * 1024 * 1024),
         "Longest single line accepted from the model server; longer is an upstream error.",
     ),
     _Key(
         "PIAGENT_MAX_TOKENS",
         "max_tokens",
-        "1024",
         _integer(1, 1_000_000),
         "Most tokens one reply may ask for (`max_tokens` over it gets 422); also sent when nobody sets one.",
     ),
     _Key(
         "PIAGENT_MAX_CONCURRENT",
         "max_concurrent",
-        "1",
         _integer(1, 1000),
         "Generations run at once; match the model server's parallelism (OLLAMA_NUM_PARALLEL).",
     ),
     _Key(
         "PIAGENT_MAX_QUEUE",
         "max_queue",
-        "8",
         _integer(0, 100_000),
         "Generations waiting for a slot at most; past them the answer is 503 `busy` with Retry-After.",
     ),
     _Key(
         "PIAGENT_API_KEYS",
         "api_keys",
-        "",
         _api_keys,
         "Comma-separated API keys; when any is set, every endpoint but `/health` needs `Authorization: Bearer`.",
         secret=True,
@@ -329,44 +326,38 @@ KEYS: tuple[_Key, ...] = (
     _Key(
         "PIAGENT_API_KEYS_FILE",
         "api_keys_file",
-        "",
         _text,
         "A file of API keys, one a line (`#` comments), added to `PIAGENT_API_KEYS`.",
     ),
     _Key(
         "PIAGENT_RATE_LIMIT",
         "rate_limit",
-        "0",
         _integer(0, 1_000_000),
         "Requests a minute per API key (per client address without keys), in bursts up to it; 0: off.",
     ),
     _Key(
         "PIAGENT_SHUTDOWN_GRACE",
         "shutdown_grace",
-        "8",
         _seconds(0, 3600),
         "Seconds running generations get to finish on SIGTERM before they are ended.",
     ),
     _Key(
         "PIAGENT_CORS_ORIGINS",
         "cors_origins",
-        "",
         _origins,
         "Comma-separated browser origins allowed to call the API; empty: CORS off.",
     ),
     _Key(
         "PIAGENT_CHAT_PAGE",
         "chat_page",
-        "true",
         _boolean,
         "Serve the built-in chat page at `GET /`; false: `/` answers 404.",
     ),
-    _Key("PIAGENT_LOG_LEVEL", "log_level", "info", _choice(*_LOG_LEVELS), "Log level."),
-    _Key("PIAGENT_ACCESS_LOG", "access_log", "true", _boolean, "One log line per request (never its content)."),
+    _Key("PIAGENT_LOG_LEVEL", "log_level", _choice(*_LOG_LEVELS), "Log level."),
+    _Key("PIAGENT_ACCESS_LOG", "access_log", _boolean, "One log line per request (never its content)."),
     _Key(
         "PIAGENT_LOG_CONTENT",
         "log_content",
-        "false",
         _boolean,
         "Debug only: also log message and reply text at debug level.",
     ),
@@ -488,3 +479,9 @@ def mask_secret(name: str, text: str) -> str:
     if own.secret if own is not None else any(marker in name.upper() for marker in _SECRET_MARKERS):
         return MASK
     return ",".join(redact_url(part) for part in text.split(","))
+
+
+# Every field's default, read off the Struct once (read only: the KEYS table shows them).
+_DEFAULTS: Mapping[str, object] = MappingProxyType(
+    dict(zip(Settings.__struct_fields__, Settings.__struct_defaults__, strict=True))
+)

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from piagent.http import auth
 from piagent.exceptions import SettingsError
+from piagent.http import auth
 from piagent.http.auth import ApiKeys, load_api_keys, owner_id
 from piagent.settings import Settings
 from tests.fake_ollama import FakeOllama

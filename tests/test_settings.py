@@ -25,7 +25,7 @@ def test_defaults_without_any_file_or_variable(empty_dir: Path) -> None:
     assert settings.prompts_dir == "prompts"
 
 
-def test_every_key_default_matches_the_struct_default(empty_dir: Path) -> None:
+def test_every_key_shows_a_default_that_parses_back_to_the_struct_default(empty_dir: Path) -> None:
     settings = Settings.from_env({})
     for key in KEYS:
         assert getattr(settings, key.field) == getattr(Settings(), key.field), key.env
