@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-__version__ = "0.5.0"
-
 from piagent.agents import Agent, Agents, load_agents
 from piagent.chat import ChatService
 from piagent.exceptions import PiagentError
@@ -13,6 +11,7 @@ from piagent.providers.openai import OpenAIProvider
 from piagent.settings import Settings
 from piagent.stores.base import Conversation, ConversationSummary, MemoryStore, Turn
 from piagent.stores.memory import InMemoryStore
+from piagent.version import __version__
 
 __all__ = [
     "Agent",

@@ -10,7 +10,6 @@ from typing import NamedTuple, TextIO
 
 import httpx
 
-from piagent import __version__
 from piagent.agents import Agent, Agents, load_agents
 from piagent.exceptions import AgentDefinitionError, PiagentError, SettingsError, UpstreamTimeout, UpstreamUnavailable
 from piagent.providers.factory import ProviderSpec, provider_specs
@@ -18,6 +17,7 @@ from piagent.providers.ollama import OllamaProvider, model_key
 from piagent.providers.openai import OpenAIProvider
 from piagent.settings import Settings, mask_secret, split_urls
 from piagent.stores import store_factory
+from piagent.version import __version__
 
 # How long the model server gets to answer a check: it answers these from memory, but a Pi that is
 # loading a model can be slow.

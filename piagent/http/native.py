@@ -10,7 +10,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from piagent import __version__
 from piagent.exceptions import StoreUnavailable, ValidationFailed
 from piagent.http.openapi import BODY_ERRORS, JSON, NDJSON, SSE, UPSTREAM_ERRORS, Body, Endpoint, Param
 from piagent.http.requests import decode_body, get_runtime, owner_of, read_json_body, wants_deep_health
@@ -28,6 +27,7 @@ from piagent.schemas import (
     TokenEvent,
 )
 from piagent.stores.base import MemoryStore
+from piagent.version import __version__
 
 _CHAT_REQUEST = msgspec.json.Decoder(ChatRequest)
 

@@ -17,7 +17,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from piagent import __version__
 from piagent.exceptions import PiagentError, ValidationFailed
 from piagent.http.ollama_schemas import (
     OllamaChatRequest,
@@ -35,6 +34,7 @@ from piagent.http.responses import ENCODER, JSONResponse
 from piagent.http.streaming import ReplyStream, StreamFormat, until_disconnect
 from piagent.providers.base import Message
 from piagent.schemas import ChatOptions, ChatResponse
+from piagent.version import __version__
 
 _REQUEST = msgspec.json.Decoder(OllamaChatRequest)
 

@@ -8,10 +8,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from piagent import __version__
 from piagent.http import conversations, native, ollama, openai, page
 from piagent.http.openapi import JSON, Body, Endpoint, build_openapi
 from piagent.http.responses import JSONResponse
+from piagent.version import __version__
 
 # What /openapi.json says about each route: one row per (method, path) of build_routes() (a test checks).
 API: tuple[Endpoint, ...] = (
