@@ -15,6 +15,7 @@ from piagent.exceptions import AgentDefinitionError, PiagentError, SettingsError
 from piagent.providers.factory import ProviderSpec, provider_specs
 from piagent.providers.ollama import OllamaProvider, model_key
 from piagent.providers.openai import OpenAIProvider
+from piagent.providers.pool import UpstreamPool
 from piagent.settings import Settings, mask_secret, split_urls
 from piagent.stores import store_factory
 from piagent.version import __version__
@@ -122,7 +123,7 @@ async def _check_ollama(
     client: httpx.AsyncClient, base: str, api_key: str, users: list[Agent], setting: str, report: Report
 ) -> None:
     url = mask_secret("PIAGENT_OLLAMA_URL", base)
-    provider = OllamaProvider(client, base, api_key=api_key)
+    provider = OllamaProvider(client, UpstreamPool.from_urls("ollama", [base]), api_key=api_key)
     try:
         version = await provider.version(_READ_TIMEOUT)
         models = await provider.list_models(_READ_TIMEOUT)
@@ -160,7 +161,7 @@ async def _check_openai(
     client: httpx.AsyncClient, base: str, api_key: str, users: list[Agent], setting: str, report: Report
 ) -> None:
     url = mask_secret("PIAGENT_OPENAI_URL", base)
-    provider = OpenAIProvider(client, base, api_key)
+    provider = OpenAIProvider(client, UpstreamPool.from_urls("openai", [base]), api_key)
     try:
         served = await provider.list_models(_READ_TIMEOUT)
     except UpstreamUnavailable:

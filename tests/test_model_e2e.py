@@ -24,7 +24,8 @@ import pytest
 
 from piagent import Settings, create_app
 from piagent.providers.base import Completion, Message
-from piagent.providers.openai import OpenAIProvider
+from piagent.providers.openai import OpenAIProvider, openai_base
+from piagent.providers.pool import UpstreamPool
 from tests.servers import free_socket, serve_in_thread
 
 pytestmark = pytest.mark.model
@@ -138,7 +139,7 @@ async def test_the_openai_provider_streams_from_the_real_server(llama_server: st
     pieces: list[str] = []
     completion: Completion | None = None
     async with httpx.AsyncClient(timeout=120) as client:
-        provider = OpenAIProvider(client, f"{llama_server}/v1")
+        provider = OpenAIProvider(client, UpstreamPool.from_urls("openai", [openai_base(f"{llama_server}/v1")]))
         messages = [Message("user", HI[0]["content"])]
         async for item in provider.stream_chat(MODEL, messages, {"max_tokens": MAX_TOKENS, "num_ctx": 4096}):
             if isinstance(item, str):

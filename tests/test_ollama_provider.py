@@ -12,6 +12,7 @@ import respx
 from piagent.exceptions import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from piagent.providers.base import Completion, Message
 from piagent.providers.ollama import OllamaProvider
+from piagent.providers.pool import UpstreamPool
 from tests.upstream import Chunks, cut, ollama_lines
 
 pytestmark = pytest.mark.anyio
@@ -32,7 +33,7 @@ async def run(provider: OllamaProvider, options: dict[str, object] | None = None
 @respx.mock
 async def test_it_posts_the_messages_and_maps_options_to_ollama_names(client: httpx.AsyncClient) -> None:
     route = respx.post(f"{URL}/api/chat").mock(return_value=httpx.Response(200, content=ollama_lines(["Hi", "!"])))
-    provider = OllamaProvider(client, URL, keep_alive="-1")
+    provider = OllamaProvider(client, UpstreamPool.from_urls("ollama", [URL]), keep_alive="-1")
     items = await run(provider, {"max_tokens": 5, "temperature": 0.2, "num_ctx": 256})
     assert items == ["Hi", "!", Completion("stop", 5, 2)]
     sent = msgspec.json.decode(route.calls.last.request.content)
@@ -48,11 +49,11 @@ async def test_it_posts_the_messages_and_maps_options_to_ollama_names(client: ht
 @respx.mock
 async def test_keep_alive_durations_and_no_options_are_sent_as_ollama_reads_them(client: httpx.AsyncClient) -> None:
     route = respx.post(f"{URL}/api/chat").mock(return_value=httpx.Response(200, content=ollama_lines([])))
-    await run(OllamaProvider(client, URL, keep_alive="10m"))
+    await run(OllamaProvider(client, UpstreamPool.from_urls("ollama", [URL]), keep_alive="10m"))
     sent = msgspec.json.decode(route.calls.last.request.content)
     assert sent["keep_alive"] == "10m"
     assert "options" not in sent
-    await run(OllamaProvider(client, URL))
+    await run(OllamaProvider(client, UpstreamPool.from_urls("ollama", [URL])))
     assert "keep_alive" not in msgspec.json.decode(route.calls.last.request.content)
 
 
@@ -60,7 +61,7 @@ async def test_keep_alive_durations_and_no_options_are_sent_as_ollama_reads_them
 async def test_any_cut_of_the_upstream_bytes_gives_the_same_tokens(client: httpx.AsyncClient) -> None:
     tokens = ["Grüß", " 🥧", "\u2028", "é€", "\u0085end"]
     body = ollama_lines(tokens)
-    provider = OllamaProvider(client, URL)
+    provider = OllamaProvider(client, UpstreamPool.from_urls("ollama", [URL]))
     route = respx.post(f"{URL}/api/chat")
     for position in range(len(body) + 1):
         route.mock(return_value=httpx.Response(200, stream=Chunks(cut(body, [position, position + 3]))))
@@ -88,7 +89,7 @@ async def test_an_error_status_carries_the_upstream_message(
 ) -> None:
     respx.post(f"{URL}/api/chat").mock(return_value=httpx.Response(status, content=body))
     with pytest.raises(error) as caught:
-        await run(OllamaProvider(client, URL))
+        await run(OllamaProvider(client, UpstreamPool.from_urls("ollama", [URL])))
     assert type(caught.value) is error
     assert message in str(caught.value)
     assert URL not in str(caught.value)
@@ -111,7 +112,7 @@ async def test_transport_failures_become_named_upstream_errors(
 ) -> None:
     respx.post(f"{URL}/api/chat").mock(side_effect=fault)
     with pytest.raises(error, match=message) as caught:
-        await run(OllamaProvider(client, URL))
+        await run(OllamaProvider(client, UpstreamPool.from_urls("ollama", [URL])))
     assert type(caught.value) is error
     assert caught.value.__cause__ is fault
 
@@ -135,7 +136,7 @@ async def test_transport_failures_become_named_upstream_errors(
 async def test_a_broken_stream_is_an_upstream_error(client: httpx.AsyncClient, body: bytes, message: str) -> None:
     respx.post(f"{URL}/api/chat").mock(return_value=httpx.Response(200, content=body))
     with pytest.raises(UpstreamError, match=message):
-        await run(OllamaProvider(client, URL))
+        await run(OllamaProvider(client, UpstreamPool.from_urls("ollama", [URL])))
 
 
 @respx.mock
@@ -143,14 +144,14 @@ async def test_a_line_over_the_cap_is_an_upstream_error(client: httpx.AsyncClien
     huge = b'{"message":{"content":"' + b"x" * 5000 + b'"},"done":false}\n'
     respx.post(f"{URL}/api/chat").mock(return_value=httpx.Response(200, content=huge))
     with pytest.raises(UpstreamError, match="longer than 4096 bytes"):
-        await run(OllamaProvider(client, URL, max_line_bytes=4096))
+        await run(OllamaProvider(client, UpstreamPool.from_urls("ollama", [URL]), max_line_bytes=4096))
 
 
 @respx.mock
 async def test_check_reports_version_or_the_failure(client: httpx.AsyncClient) -> None:
     route = respx.get(f"{URL}/api/version")
     route.mock(return_value=httpx.Response(200, json={"version": "0.12.0"}))
-    provider = OllamaProvider(client, URL)
+    provider = OllamaProvider(client, UpstreamPool.from_urls("ollama", [URL]))
     (upstream,) = provider.upstreams
     health = await provider.check(upstream)
     assert (health.name, health.status, health.version, health.in_flight) == ("ollama", "ok", "0.12.0", 0)

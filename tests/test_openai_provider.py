@@ -15,7 +15,8 @@ import respx
 
 from piagent.exceptions import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from piagent.providers.base import Completion, Message
-from piagent.providers.openai import OpenAIProvider
+from piagent.providers.openai import OpenAIProvider, openai_base
+from piagent.providers.pool import UpstreamPool
 from tests.fake_openai import FakeOpenAI, OpenAIScript
 from tests.upstream import Chunks, cut, openai_events
 
@@ -48,7 +49,7 @@ async def test_it_posts_a_streaming_request_asking_for_usage_with_openai_option_
 ) -> None:
     route = respx.post(CHAT).mock(return_value=httpx.Response(200, content=openai_events(["Hi", "!"])))
     items = await run(
-        OpenAIProvider(client, URL),
+        OpenAIProvider(client, UpstreamPool.from_urls("openai", [URL])),
         {"num_predict": 5, "temperature": 0.2, "num_ctx": 256, "stop": ["\n"], "top_k": 3, "num_thread": 2},
     )
     assert items == ["Hi", "!", Completion("stop", 5, 2)]
@@ -70,7 +71,7 @@ async def test_it_posts_a_streaming_request_asking_for_usage_with_openai_option_
 @respx.mock
 async def test_an_api_key_is_sent_as_a_bearer_token_and_a_v1_suffix_is_not_doubled(client: httpx.AsyncClient) -> None:
     route = respx.post(CHAT).mock(return_value=httpx.Response(200, content=openai_events(["x"])))
-    await run(OpenAIProvider(client, f"{URL}/v1/", api_key="sk-local"))
+    await run(OpenAIProvider(client, UpstreamPool.from_urls("openai", [openai_base(f"{URL}/v1/")]), api_key="sk-local"))
     assert route.calls.last.request.headers["authorization"] == "Bearer sk-local"
 
 
@@ -78,7 +79,7 @@ async def test_an_api_key_is_sent_as_a_bearer_token_and_a_v1_suffix_is_not_doubl
 async def test_any_cut_of_the_upstream_bytes_gives_the_same_tokens(client: httpx.AsyncClient) -> None:
     # Every single position is covered at the splitter level (test_lines); here a stride keeps it quick.
     body = openai_events(TRICKY, end=b"\r\n")
-    provider = OpenAIProvider(client, URL)
+    provider = OpenAIProvider(client, UpstreamPool.from_urls("openai", [URL]))
     route = respx.post(CHAT)
     for position in range(0, len(body) + 1, 5):
         route.mock(return_value=httpx.Response(200, stream=Chunks(cut(body, [position, position + 5]))))
@@ -103,7 +104,7 @@ async def test_usage_and_finish_reason_are_read_as_the_server_sends_them(
     client: httpx.AsyncClient, body: bytes, expected: Completion
 ) -> None:
     respx.post(CHAT).mock(return_value=httpx.Response(200, content=body))
-    assert await run(OpenAIProvider(client, URL)) == ["a", expected]
+    assert await run(OpenAIProvider(client, UpstreamPool.from_urls("openai", [URL]))) == ["a", expected]
 
 
 @pytest.mark.parametrize(
@@ -126,7 +127,7 @@ async def test_usage_and_finish_reason_are_read_as_the_server_sends_them(
 async def test_a_broken_stream_is_an_upstream_error(client: httpx.AsyncClient, body: bytes, message: str) -> None:
     respx.post(CHAT).mock(return_value=httpx.Response(200, content=body))
     with pytest.raises(UpstreamError, match=message) as caught:
-        await run(OpenAIProvider(client, URL))
+        await run(OpenAIProvider(client, UpstreamPool.from_urls("openai", [URL])))
     assert type(caught.value) is UpstreamError
 
 
@@ -164,7 +165,7 @@ async def test_an_error_status_carries_the_upstream_message(
 ) -> None:
     respx.post(CHAT).mock(return_value=httpx.Response(status, content=body))
     with pytest.raises(error) as caught:
-        await run(OpenAIProvider(client, URL))
+        await run(OpenAIProvider(client, UpstreamPool.from_urls("openai", [URL])))
     assert type(caught.value) is error
     assert message in str(caught.value)
     assert "llama.test" not in str(caught.value)
@@ -187,7 +188,7 @@ async def test_transport_failures_become_named_upstream_errors(
 ) -> None:
     respx.post(CHAT).mock(side_effect=fault)
     with pytest.raises(error, match=message) as caught:
-        await run(OpenAIProvider(client, URL))
+        await run(OpenAIProvider(client, UpstreamPool.from_urls("openai", [URL])))
     assert type(caught.value) is error
     assert caught.value.__cause__ is fault
 
@@ -205,7 +206,7 @@ async def test_a_transport_failure_mid_stream_is_translated_too(client: httpx.As
     respx.post(CHAT).mock(return_value=httpx.Response(200, stream=_FailingStream()))
     received: list[object] = []
     with pytest.raises(UpstreamError, match="openai broke the connection \\(ReadError\\)"):
-        await collect_into(received, OpenAIProvider(client, URL))
+        await collect_into(received, OpenAIProvider(client, UpstreamPool.from_urls("openai", [URL])))
     assert received == ["a"]
 
 
@@ -214,13 +215,13 @@ async def test_a_line_over_the_cap_is_an_upstream_error(client: httpx.AsyncClien
     huge = b'data: {"choices":[{"delta":{"content":"' + b"x" * 5000 + b'"}}]}\n\n'
     respx.post(CHAT).mock(return_value=httpx.Response(200, content=huge))
     with pytest.raises(UpstreamError, match="longer than 4096 bytes"):
-        await run(OpenAIProvider(client, URL, max_line_bytes=4096))
+        await run(OpenAIProvider(client, UpstreamPool.from_urls("openai", [URL]), max_line_bytes=4096))
 
 
 @respx.mock
 async def test_check_asks_for_the_model_list_and_reports_the_failure(client: httpx.AsyncClient) -> None:
     route = respx.get(f"{URL}/v1/models")
-    provider = OpenAIProvider(client, URL, api_key="k")
+    provider = OpenAIProvider(client, UpstreamPool.from_urls("openai", [URL]), api_key="k")
     (upstream,) = provider.upstreams
     route.mock(return_value=httpx.Response(200, json={"object": "list", "data": [{"id": "m"}]}))
     health = await provider.check(upstream)
@@ -259,22 +260,27 @@ async def test_it_streams_from_a_real_server_as_each_token_is_sent(
 ) -> None:
     fake_openai.script = script
     async with httpx.AsyncClient() as http:
-        items = await run(OpenAIProvider(http, fake_openai.url))
+        items = await run(OpenAIProvider(http, UpstreamPool.from_urls("openai", [fake_openai.url])))
     assert items == ["a", "\u2028", "c", Completion("stop", 7, 3)]
 
 
 async def test_a_server_that_sends_no_usage_gives_zero_counts(fake_openai: FakeOpenAI) -> None:
     fake_openai.script = OpenAIScript(tokens=["a"], usage=False, done_reason="length")
     async with httpx.AsyncClient() as http:
-        assert await run(OpenAIProvider(http, fake_openai.url)) == ["a", Completion("length", 0, 0)]
+        assert await run(OpenAIProvider(http, UpstreamPool.from_urls("openai", [fake_openai.url]))) == [
+            "a",
+            Completion("length", 0, 0),
+        ]
 
 
 async def test_a_server_wanting_a_key_answers_401_without_it_and_streams_with_it(fake_openai: FakeOpenAI) -> None:
     fake_openai.api_key = "sk-test"
     async with httpx.AsyncClient() as http:
         with pytest.raises(UpstreamError, match=r"openai: Invalid API key \(HTTP 401\)"):
-            await run(OpenAIProvider(http, fake_openai.url))
-        assert await run(OpenAIProvider(http, fake_openai.url, api_key="sk-test")) == [
+            await run(OpenAIProvider(http, UpstreamPool.from_urls("openai", [fake_openai.url])))
+        assert await run(
+            OpenAIProvider(http, UpstreamPool.from_urls("openai", [fake_openai.url]), api_key="sk-test")
+        ) == [
             "Hello",
             ",",
             " world",
@@ -288,14 +294,14 @@ async def test_a_mid_stream_error_event_from_a_real_server(fake_openai: FakeOpen
     received: list[object] = []
     async with httpx.AsyncClient() as http:
         with pytest.raises(UpstreamError, match="openai: KV cache full"):
-            await collect_into(received, OpenAIProvider(http, fake_openai.url))
+            await collect_into(received, OpenAIProvider(http, UpstreamPool.from_urls("openai", [fake_openai.url])))
     assert received == ["a", "b"]
 
 
 async def test_the_connection_goes_back_to_the_pool_for_the_next_request(fake_openai: FakeOpenAI) -> None:
     fake_openai.script = OpenAIScript(tokens=["a", "b"])
     async with httpx.AsyncClient() as http:
-        provider = OpenAIProvider(http, fake_openai.url)
+        provider = OpenAIProvider(http, UpstreamPool.from_urls("openai", [fake_openai.url]))
         for _ in range(3):
             assert await run(provider) == ["a", "b", Completion("stop", 7, 2)]
     assert fake_openai.connection_count == 1
@@ -318,4 +324,6 @@ async def test_first_token_and_idle_timeouts_are_told_apart(
     fake_openai.script = script
     async with httpx.AsyncClient(timeout=httpx.Timeout(0.5, connect=2)) as http:
         with pytest.raises(UpstreamTimeout, match=message):
-            await run(OpenAIProvider(http, fake_openai.url, first_token_timeout=0.3))
+            await run(
+                OpenAIProvider(http, UpstreamPool.from_urls("openai", [fake_openai.url]), first_token_timeout=0.3)
+            )

@@ -13,7 +13,7 @@ import respx
 from piagent.exceptions import UpstreamError, UpstreamUnavailable
 from piagent.providers.base import Completion, Message
 from piagent.providers.ollama import OllamaProvider
-from piagent.providers.pool import UpstreamPool, as_pool, name_upstreams
+from piagent.providers.pool import UpstreamPool
 from tests.fake_ollama import FakeOllama, Script
 from tests.upstream import ollama_lines
 
@@ -36,15 +36,15 @@ def names(pool: UpstreamPool) -> list[str]:
 
 
 def test_one_url_keeps_the_plain_name_several_are_numbered_in_order() -> None:
-    assert [u.name for u in as_pool(A, "ollama").upstreams] == ["ollama"]
-    assert [(u.name, u.url) for u in as_pool(f"{A}, {B}/", "ollama").upstreams] == [
+    assert [u.name for u in UpstreamPool.from_urls("ollama", [A]).upstreams] == ["ollama"]
+    assert [(u.name, u.url) for u in UpstreamPool.from_urls("ollama", [A, f"{B}/"]).upstreams] == [
         ("ollama#1", A),
         ("ollama#2", B),
     ]
 
 
 def test_idle_upstreams_take_turns_and_the_least_busy_goes_first() -> None:
-    pool = UpstreamPool(name_upstreams("ollama", [A, B, C]), "ollama", clock=Clock())
+    pool = UpstreamPool.from_urls("ollama", [A, B, C], clock=Clock())
     assert [names(pool)[0] for _ in range(4)] == ["ollama#1", "ollama#2", "ollama#3", "ollama#1"]
     first, second, third = pool.upstreams
     first.in_flight, second.in_flight, third.in_flight = 2, 0, 1
@@ -53,7 +53,7 @@ def test_idle_upstreams_take_turns_and_the_least_busy_goes_first() -> None:
 
 def test_a_refusing_upstream_goes_last_until_its_cool_off_ends() -> None:
     clock = Clock()
-    pool = UpstreamPool(name_upstreams("ollama", [A, B]), "ollama", cooloff=5, clock=clock)
+    pool = UpstreamPool.from_urls("ollama", [A, B], cooloff=5, clock=clock)
     first, second = pool.upstreams
     second.in_flight = 10
     pool.mark_down(first)
@@ -78,7 +78,7 @@ async def run(provider: OllamaProvider) -> list[str | Completion]:
 @respx.mock
 async def test_a_refused_connection_is_retried_on_the_next_upstream_and_cooled_off(client: httpx.AsyncClient) -> None:
     clock = Clock()
-    pool = UpstreamPool(name_upstreams("ollama", [A, B]), "ollama", cooloff=5, clock=clock)
+    pool = UpstreamPool.from_urls("ollama", [A, B], cooloff=5, clock=clock)
     refused = respx.post(f"{A}/api/chat").mock(side_effect=httpx.ConnectError("refused"))
     answered = respx.post(f"{B}/api/chat").mock(return_value=httpx.Response(200, content=ollama_lines(["ok"])))
     provider = OllamaProvider(client, pool)
@@ -99,7 +99,7 @@ async def test_when_every_upstream_refuses_the_error_names_them_all(client: http
     respx.post(f"{A}/api/chat").mock(side_effect=httpx.ConnectError("refused"))
     respx.post(f"{B}/api/chat").mock(side_effect=httpx.ConnectTimeout("slow"))
     with pytest.raises(UpstreamUnavailable) as caught:
-        await run(OllamaProvider(client, f"{A},{B}"))
+        await run(OllamaProvider(client, UpstreamPool.from_urls("ollama", [A, B])))
     assert caught.value.message == (
         "ollama: none of its 2 upstreams accepted a connection (ollama#1, ollama#2); are they running?"
     )
@@ -120,7 +120,7 @@ async def test_a_failure_after_the_request_was_sent_is_not_retried_elsewhere(
     client: httpx.AsyncClient, answer: dict[str, Any]
 ) -> None:
     # Only a refused connection proves the request never arrived; anything later might have run it.
-    pool = UpstreamPool(name_upstreams("ollama", [A, B]), "ollama", clock=Clock())
+    pool = UpstreamPool.from_urls("ollama", [A, B], clock=Clock())
     first = respx.post(f"{A}/api/chat").mock(**answer)
     second = respx.post(f"{B}/api/chat").mock(return_value=httpx.Response(200, content=ollama_lines(["ok"])))
     with pytest.raises(UpstreamError, match="ollama#1"):
@@ -134,7 +134,7 @@ async def test_a_failure_after_the_request_was_sent_is_not_retried_elsewhere(
 @respx.mock
 async def test_a_stream_counts_as_in_flight_until_it_ends_or_is_closed(client: httpx.AsyncClient) -> None:
     respx.post(f"{A}/api/chat").mock(return_value=httpx.Response(200, content=ollama_lines(["a", "b"])))
-    provider = OllamaProvider(client, A)
+    provider = OllamaProvider(client, UpstreamPool.from_urls("ollama", [A]))
     (upstream,) = provider.upstreams
     replies = provider.stream_chat("m", MESSAGES, {})
     assert await replies.__anext__() == "a"
@@ -220,7 +220,7 @@ def test_concurrent_streams_spread_over_the_upstreams(
 @pytest.mark.anyio
 async def test_the_connection_goes_back_to_the_pool_for_the_next_request(fake_ollama: FakeOllama) -> None:
     async with httpx.AsyncClient() as http:
-        provider = OllamaProvider(http, fake_ollama.url)
+        provider = OllamaProvider(http, UpstreamPool.from_urls("ollama", [fake_ollama.url]))
         for _ in range(3):
             assert await run(provider) == ["Hello", ",", " world", "!", Completion("stop", 7, 4)]
     assert fake_ollama.connection_count == 1

@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import msgspec
 
+from piagent.providers.pool import Upstream
 from piagent.schemas import UpstreamHealth
-
-if TYPE_CHECKING:  # pool.py builds on common.py, which uses `redact` from here
-    from piagent.providers.pool import Upstream
-
-# What an upstream's own error text may carry that a client must never see: URLs (the upstream's or its
-# runner's), network addresses and file paths (model blobs under the server's home, for instance).
-_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
-_ADDRESS = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b|\[[0-9A-Fa-f:]+\](?::\d+)?")
-_PATH = re.compile(r"(?:(?<=^)|(?<=[\s'\"(=,]))~?/[^\s'\"():,]+/[^\s'\"():,]*|\b[A-Za-z]:\\[^\s'\"]+")
-MAX_UPSTREAM_TEXT = 300
-
-
-def redact(text: str) -> str:
-    """An upstream's error text fit for a client: URLs, addresses and paths replaced, length capped."""
-    text = _URL.sub("<url>", text)
-    text = _ADDRESS.sub("<address>", text)
-    text = _PATH.sub("<path>", text)
-    return text if len(text) <= MAX_UPSTREAM_TEXT else text[:MAX_UPSTREAM_TEXT] + "..."
 
 
 class Message(msgspec.Struct, frozen=True):

@@ -1,62 +1,22 @@
-"""What every HTTP provider shares: request headers, and upstream failures translated into piagent errors."""
+"""The core every HTTP provider shares: the client, the pool and the headers; a reply opened with its status
+checked; the small JSON calls (`check`, version, model lists) with their failures translated."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import httpx
 import msgspec
 
-from piagent.exceptions import UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from piagent.providers.base import redact
+from piagent.exceptions import UpstreamError
+from piagent.providers.errors import ReplyTimeouts, status_error
+from piagent.providers.lines import iter_lines
+from piagent.providers.pool import Upstream, UpstreamPool
+from piagent.schemas import UpstreamHealth
 
-
-class _OpenAIError(msgspec.Struct):
-    message: str = ""
-
-
-class _ErrorBody(msgspec.Struct):
-    """The error bodies model servers send: Ollama `{"error": "text"}`, OpenAI `{"error": {"message"}}`,
-    FastAPI-based servers `{"detail": ...}`."""
-
-    error: str | _OpenAIError | None = None
-    detail: Any = None
-
-
-_ERROR_BODY = msgspec.json.Decoder(_ErrorBody)
-
-
-def translate_transport_error(exc: httpx.TransportError, upstream: str) -> UpstreamError:
-    """The piagent error for an httpx failure talking to `upstream` (never naming its URL)."""
-    if isinstance(exc, httpx.ConnectTimeout):
-        return UpstreamUnavailable(f"{upstream} did not accept a connection in time")
-    if isinstance(exc, httpx.ConnectError):
-        return UpstreamUnavailable(f"{upstream} is unreachable (connection refused or no route); is it running?")
-    if isinstance(exc, httpx.TimeoutException):
-        return UpstreamTimeout(f"{upstream} did not answer in time")
-    return UpstreamError(f"{upstream} broke the connection ({type(exc).__name__})")
-
-
-def error_text(body: bytes) -> str:
-    """The human part of an upstream's error body, whatever its dialect; the raw start when it has none."""
-    try:
-        parsed = _ERROR_BODY.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        parsed = _ErrorBody()
-    error = parsed.error
-    text = error.message if isinstance(error, _OpenAIError) else error or ""
-    if not text and parsed.detail is not None:
-        detail = parsed.detail
-        text = detail if isinstance(detail, str) else msgspec.json.encode(detail)[:200].decode("utf-8", "replace")
-    return redact(text or body[:200].decode("utf-8", "replace").strip()) or "no error text"
-
-
-def status_error(upstream: str, status: int, body: bytes) -> UpstreamError:
-    """The piagent error for an upstream's error status: busy or rate-limited is unavailable, the rest 502."""
-    message = f"{upstream}: {error_text(body)} (HTTP {status})"
-    if status in (429, 503):
-        return UpstreamUnavailable(message)
-    return UpstreamError(message)
+T = TypeVar("T")
 
 
 def request_headers(accept: str, api_key: str = "") -> httpx.Headers:
@@ -70,30 +30,59 @@ def request_headers(accept: str, api_key: str = "") -> httpx.Headers:
     return httpx.Headers(headers)
 
 
-class ReplyTimeouts:
-    """Two read timeouts for a streamed reply, at no cost per token.
+class ProviderCore:
+    """One provider's way to its upstreams over the shared client: what is the same whatever the protocol.
 
-    Until the response head arrives, `first` (a model server sends its head with the first token, after
-    loading the model and reading the prompt); after it, the client's own read timeout, the longest
-    silence allowed between two pieces.
+    Owns nothing it must close (the client is shared, a pool holds no connection); a provider keeps one.
     """
 
-    __slots__ = ("first", "head", "idle")
+    __slots__ = ("_check_headers", "_headers", "client", "max_line_bytes", "pool", "timeouts")
 
-    def __init__(self, client: httpx.AsyncClient, first_token_timeout: float | None = None) -> None:
-        timeout = client.timeout
-        self.idle = timeout.read
-        self.first = timeout.read if first_token_timeout is None else first_token_timeout
-        self.head = httpx.Timeout(connect=timeout.connect, read=self.first, write=timeout.write, pool=timeout.pool)
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        pool: UpstreamPool,
+        accept: str,
+        api_key: str = "",
+        max_line_bytes: int = 1 << 20,
+        first_token_timeout: float | None = None,
+    ) -> None:
+        self.client = client
+        self.pool = pool
+        self.timeouts = ReplyTimeouts(client, first_token_timeout)
+        self.max_line_bytes = max_line_bytes
+        self._headers = request_headers(accept, api_key)
+        self._check_headers = request_headers("application/json", api_key)
 
-    def head_error(self, exc: httpx.TransportError, upstream: str) -> UpstreamError:
-        """A failure before the response head, named for what the client waited for."""
-        if isinstance(exc, httpx.ReadTimeout):
-            return UpstreamTimeout(f"{upstream} did not start its reply within {self.first:g} s")
-        return translate_transport_error(exc, upstream)
+    @asynccontextmanager
+    async def reply(self, path: str, body: bytes) -> AsyncIterator[tuple[str, httpx.Response]]:
+        """POST `body` to `path` on the pool's choice; yields the upstream's name and a 200 response whose body
+        is still to be read. An error status raises its `UpstreamError`, and so does a transport failure
+        while the caller reads the body (translated here, once for every protocol)."""
+        async with self.pool.stream(self.client, path, body, self._headers, self.timeouts) as (upstream, response):
+            name = upstream.name
+            try:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise status_error(name, response.status_code, response.content)
+                yield name, response
+            except httpx.TransportError as exc:
+                raise self.timeouts.body_error(exc, name) from exc
 
-    def body_error(self, exc: httpx.TransportError, upstream: str) -> UpstreamError:
-        """A failure after the response head, while the reply streams."""
-        if isinstance(exc, httpx.ReadTimeout):
-            return UpstreamTimeout(f"{upstream} went silent for {self.idle:g} s after starting its reply")
-        return translate_transport_error(exc, upstream)
+    def lines(self, response: httpx.Response, name: str) -> AsyncIterator[bytes]:
+        """The non-blank lines of a reply's body, each bounded by `max_line_bytes`."""
+        return iter_lines(response.aiter_bytes(), self.max_line_bytes, name)
+
+    async def get_json(self, path: str, schema: type[T], seconds: float, upstream: Upstream | None = None) -> T:
+        """GET `path` on `upstream` (by default the pool's first) and decode it as `schema`; raises an
+        `UpstreamError`, also for a body that is not what the protocol says."""
+        upstream = self.pool.upstreams[0] if upstream is None else upstream
+        body = await self.pool.get(self.client, upstream, path, self._check_headers, seconds)
+        try:
+            return msgspec.json.decode(body, type=schema)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            raise UpstreamError(f"{upstream.name} answered {path} with something else") from exc
+
+    async def check(self, upstream: Upstream, path: str, version: Callable[[bytes], str | None]) -> UpstreamHealth:
+        """GET `path` on `upstream` and report its health, with `version` read from the body; never raises."""
+        return await self.pool.check(self.client, upstream, path, self._check_headers, version)

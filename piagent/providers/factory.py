@@ -81,17 +81,10 @@ def build_providers(
             )
             first_token = settings.first_token_timeout
             if spec.kind == "openai":
-                provider = OpenAIProvider(
-                    client, pool, spec.api_key, settings.max_line_bytes, first_token_timeout=first_token
-                )
+                provider = OpenAIProvider(client, pool, spec.api_key, settings.max_line_bytes, first_token)
             else:
                 provider = OllamaProvider(
-                    client,
-                    pool,
-                    settings.keep_alive,
-                    settings.max_line_bytes,
-                    api_key=spec.api_key,
-                    first_token_timeout=first_token,
+                    client, pool, settings.keep_alive, settings.max_line_bytes, spec.api_key, first_token
                 )
             by_spec[spec] = provider
         providers[agent_name] = provider

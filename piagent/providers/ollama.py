@@ -9,10 +9,10 @@ import httpx
 import msgspec
 
 from piagent.exceptions import UpstreamError
-from piagent.providers.base import Completion, Message, redact
-from piagent.providers.common import ReplyTimeouts, request_headers, status_error
-from piagent.providers.lines import iter_lines
-from piagent.providers.pool import Upstream, UpstreamPool, as_pool
+from piagent.providers.base import Completion, Message
+from piagent.providers.common import ProviderCore
+from piagent.providers.errors import redact
+from piagent.providers.pool import Upstream, UpstreamPool
 from piagent.schemas import UpstreamHealth
 
 # piagent's option names that Ollama spells differently; every other option passes through as-is.
@@ -87,22 +87,16 @@ class OllamaProvider:
     def __init__(
         self,
         client: httpx.AsyncClient,
-        upstreams: str | UpstreamPool,
+        pool: UpstreamPool,
         keep_alive: str = "",
         max_line_bytes: int = 1 << 20,
-        name: str = "ollama",
         api_key: str = "",
         first_token_timeout: float | None = None,
     ) -> None:
-        self.name = name
-        self._client = client
-        self._timeouts = ReplyTimeouts(client, first_token_timeout)
-        self._pool = as_pool(upstreams, name)
-        self.upstreams = self._pool.upstreams
+        self.name = pool.kind
+        self.upstreams = pool.upstreams
+        self._core = ProviderCore(client, pool, "application/x-ndjson", api_key, max_line_bytes, first_token_timeout)
         self._keep_alive = _keep_alive(keep_alive)
-        self._max_line_bytes = max_line_bytes
-        self._headers = request_headers("application/x-ndjson", api_key)
-        self._check_headers = request_headers("application/json", api_key)
         self._encoder = msgspec.json.Encoder()
         self._decoder = msgspec.json.Decoder(_Chunk)
 
@@ -117,16 +111,9 @@ class OllamaProvider:
         body = self._body(model, messages, options)
         decode = self._decoder.decode
         completion: Completion | None = None
-        async with self._pool.stream(self._client, "/api/chat", body, self._headers, self._timeouts) as (
-            upstream,
-            response,
-        ):
-            name = upstream.name
+        async with self._core.reply("/api/chat", body) as (name, response):
             try:
-                if response.status_code != 200:
-                    await response.aread()
-                    raise status_error(name, response.status_code, response.content)
-                async for line in iter_lines(response.aiter_bytes(), self._max_line_bytes, name):
+                async for line in self._core.lines(response, name):
                     if completion is not None:
                         continue  # nothing follows "done"; reading to the end keeps the connection poolable
                     try:
@@ -139,9 +126,9 @@ class OllamaProvider:
                         yield chunk.message.content
                     if chunk.done:
                         completion = Completion(chunk.done_reason, chunk.prompt_eval_count, chunk.eval_count)
-            except httpx.TransportError as exc:
+            except httpx.TransportError:
                 if completion is None:
-                    raise self._timeouts.body_error(exc, name) from exc
+                    raise
                 # The reply was whole; a failure while reading past its end only costs the connection.
             if completion is None:
                 raise UpstreamError(f"{name} ended the stream before the reply was done")
@@ -149,31 +136,21 @@ class OllamaProvider:
 
     async def check(self, upstream: Upstream) -> UpstreamHealth:
         """Ask one of this provider's upstreams for `/api/version`; never raises."""
-        return await self._pool.check(self._client, upstream, "/api/version", self._check_headers, _version)
+        return await self._core.check(upstream, "/api/version", _version)
 
     async def version(self, seconds: float = 5.0, upstream: Upstream | None = None) -> str:
         """The server's version from `/api/version` ("" when it gives none); raises an `UpstreamError`.
 
         Asks `upstream`, by default the first of this provider's.
         """
-        upstream = self.upstreams[0] if upstream is None else upstream
-        body = await self._pool.get(self._client, upstream, "/api/version", self._check_headers, seconds)
-        try:
-            return msgspec.json.decode(body, type=_Version).version
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            raise UpstreamError(f"{upstream.name} answered /api/version with something else") from exc
+        return (await self._core.get_json("/api/version", _Version, seconds, upstream)).version
 
     async def list_models(self, seconds: float = 10.0, upstream: Upstream | None = None) -> list[ModelInfo]:
         """The models pulled on the server, from `/api/tags`; raises an `UpstreamError`.
 
         Asks `upstream`, by default the first of this provider's.
         """
-        upstream = self.upstreams[0] if upstream is None else upstream
-        body = await self._pool.get(self._client, upstream, "/api/tags", self._check_headers, seconds)
-        try:
-            tags = msgspec.json.decode(body, type=_Tags)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            raise UpstreamError(f"{upstream.name} answered /api/tags with something else") from exc
+        tags = await self._core.get_json("/api/tags", _Tags, seconds, upstream)
         return [ModelInfo(model.name, model.size) for model in tags.models]
 
 

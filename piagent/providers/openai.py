@@ -9,10 +9,11 @@ import httpx
 import msgspec
 
 from piagent.exceptions import UpstreamError
-from piagent.providers.base import Completion, Message, redact
-from piagent.providers.common import ReplyTimeouts, request_headers, status_error
-from piagent.providers.lines import iter_lines, sse_data
-from piagent.providers.pool import Upstream, UpstreamPool, as_pool
+from piagent.providers.base import Completion, Message
+from piagent.providers.common import ProviderCore
+from piagent.providers.errors import redact
+from piagent.providers.lines import sse_data
+from piagent.providers.pool import Upstream, UpstreamPool
 from piagent.schemas import UpstreamHealth
 
 # The agent options (Ollama's vocabulary plus piagent's `max_tokens`) that mean the same to an
@@ -96,22 +97,14 @@ class OpenAIProvider:
     def __init__(
         self,
         client: httpx.AsyncClient,
-        upstreams: str | UpstreamPool,
+        pool: UpstreamPool,
         api_key: str = "",
         max_line_bytes: int = 1 << 20,
-        name: str = "openai",
         first_token_timeout: float | None = None,
     ) -> None:
-        self.name = name
-        self._client = client
-        self._timeouts = ReplyTimeouts(client, first_token_timeout)
-        if isinstance(upstreams, str):
-            upstreams = ",".join(openai_base(url) for url in upstreams.split(","))
-        self._pool = as_pool(upstreams, name)
-        self.upstreams = self._pool.upstreams
-        self._max_line_bytes = max_line_bytes
-        self._headers = request_headers("text/event-stream", api_key)
-        self._check_headers = request_headers("application/json", api_key)
+        self.name = pool.kind
+        self.upstreams = pool.upstreams
+        self._core = ProviderCore(client, pool, "text/event-stream", api_key, max_line_bytes, first_token_timeout)
         self._encoder = msgspec.json.Encoder()
         self._decoder = msgspec.json.Decoder(_Chunk)
 
@@ -132,17 +125,12 @@ class OpenAIProvider:
         """Yield the reply's text pieces as the server streams them, then one `Completion`."""
         body = self._body(model, messages, options)
         decode = self._decoder.decode
-        path = "/v1/chat/completions"
         finish: str | None = None
         usage: _Usage | None = None
         done = False
-        async with self._pool.stream(self._client, path, body, self._headers, self._timeouts) as (upstream, response):
-            name = upstream.name
+        async with self._core.reply("/v1/chat/completions", body) as (name, response):
             try:
-                if response.status_code != 200:
-                    await response.aread()
-                    raise status_error(name, response.status_code, response.content)
-                async for line in iter_lines(response.aiter_bytes(), self._max_line_bytes, name):
+                async for line in self._core.lines(response, name):
                     data = sse_data(line, name)
                     # No payload (a comment, another field), or past [DONE], where nothing follows but
                     # reading to the end keeps the connection poolable.
@@ -168,9 +156,9 @@ class OpenAIProvider:
                             finish = choice.finish_reason
                     if chunk.usage is not None:
                         usage = chunk.usage
-            except httpx.TransportError as exc:
+            except httpx.TransportError:
                 if not done and finish is None:
-                    raise self._timeouts.body_error(exc, name) from exc
+                    raise
                 # The reply was whole; a failure while reading past its end only costs the connection.
             # Without [DONE], the reply is whole all the same when its last choice said why it stopped.
             if not done and finish is None:
@@ -185,14 +173,9 @@ class OpenAIProvider:
 
         Asks `upstream`, by default the first of this provider's.
         """
-        upstream = self.upstreams[0] if upstream is None else upstream
-        body = await self._pool.get(self._client, upstream, "/v1/models", self._check_headers, seconds)
-        try:
-            models = msgspec.json.decode(body, type=_Models)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            raise UpstreamError(f"{upstream.name} answered /v1/models with something else") from exc
+        models = await self._core.get_json("/v1/models", _Models, seconds, upstream)
         return [model.id for model in models.data if model.id]
 
     async def check(self, upstream: Upstream) -> UpstreamHealth:
         """Ask one of this provider's upstreams for `/v1/models`; never raises."""
-        return await self._pool.check(self._client, upstream, "/v1/models", self._check_headers, _check_models)
+        return await self._core.check(upstream, "/v1/models", _check_models)

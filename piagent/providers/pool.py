@@ -11,7 +11,7 @@ import httpx
 import msgspec
 
 from piagent.exceptions import UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from piagent.providers.common import ReplyTimeouts, status_error, translate_transport_error
+from piagent.providers.errors import ReplyTimeouts, status_error, translate_transport_error
 from piagent.schemas import UpstreamHealth
 
 
@@ -34,13 +34,6 @@ class Upstream:
         if url is None:
             url = self._urls[path] = httpx.URL(self.url + path)
         return url
-
-
-def name_upstreams(kind: str, urls: Sequence[str]) -> list[Upstream]:
-    """Upstreams for these URLs, named `kind` when there is one and `kind#1`, `kind#2`, ... when several."""
-    if len(urls) == 1:
-        return [Upstream(urls[0], kind)]
-    return [Upstream(url, f"{kind}#{number}") for number, url in enumerate(urls, start=1)]
 
 
 class UpstreamPool:
@@ -66,6 +59,19 @@ class UpstreamPool:
         self._cooloff = cooloff
         self._clock = clock
         self._turn = 0  # rotates the tie-break, so idle upstreams take turns
+
+    @classmethod
+    def from_urls(
+        cls, kind: str, urls: Sequence[str], *, cooloff: float = 5.0, clock: Callable[[], float] = time.monotonic
+    ) -> UpstreamPool:
+        """A pool of fresh upstreams for these base URLs, named `kind` when there is one and `kind#1`, `kind#2`,
+        ... when several (the factory names the shared ones itself; `piagent check` and tests use this)."""
+        bases = [url.rstrip("/") for url in urls]
+        if len(bases) == 1:
+            upstreams = [Upstream(bases[0], kind)]
+        else:
+            upstreams = [Upstream(url, f"{kind}#{number}") for number, url in enumerate(bases, start=1)]
+        return cls(upstreams, kind, cooloff=cooloff, clock=clock)
 
     def candidates(self) -> list[Upstream]:
         """Every upstream in the order to try: available ones least busy first, cooling-off ones last."""
@@ -191,13 +197,3 @@ class UpstreamPool:
         raise UpstreamUnavailable(
             f"{self.kind}: none of its {len(refused)} upstreams accepted a connection ({names}); are they running?"
         ) from last_error
-
-
-def as_pool(
-    upstreams: str | UpstreamPool, kind: str, *, cooloff: float = 5.0, clock: Callable[[], float] = time.monotonic
-) -> UpstreamPool:
-    """A pool as given, or one built from comma-separated URLs (embedding and tests pass plain URLs)."""
-    if isinstance(upstreams, UpstreamPool):
-        return upstreams
-    urls = [url.strip().rstrip("/") for url in upstreams.split(",") if url.strip()]
-    return UpstreamPool(name_upstreams(kind, urls), kind, cooloff=cooloff, clock=clock)
