@@ -105,10 +105,20 @@ class UnsupportedMediaType(RequestError):
 
 
 class ValidationFailed(RequestError):
-    """A field has the wrong type or value; the message names the field."""
+    """A field has the wrong type or value; `path` names the field (`$.messages[0].content`, or a query
+    parameter's name), and the message ends with it as msgspec writes it: `... - at `$.path``."""
 
     code = "validation_error"
     status_code = 422
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(f"{message} - at `{path}`" if path else message)
+        self.path = path
+
+    @classmethod
+    def over_limit(cls, what: str, size: int, limit: int, path: str, unit: str = "") -> ValidationFailed:
+        """A value past one of piagent's limits: `the message is 11 characters; at most 10 are allowed`."""
+        return cls(f"{what} is {size}{unit}; at most {limit} are allowed", path)
 
 
 class AgentNotFound(RequestError):

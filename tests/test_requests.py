@@ -5,8 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
+from piagent.exceptions import ValidationFailed
+from piagent.http.ollama_schemas import OllamaChatResponse, OllamaReplyMessage
+from piagent.http.requests import decode_body
+from piagent.http.responses import ENCODER, openai_error
+from piagent.http.streaming import token_template
+from piagent.schemas import ChatRequest
 from tests.fake_ollama import FakeOllama
 
 
@@ -137,3 +144,39 @@ def test_unknown_route_and_wrong_method_are_json(client: httpx.Client) -> None:
     assert response.headers["allow"] == "POST"
     assert response.json()["error"]["code"] == "method_not_allowed"
     assert client.delete("/agents").status_code == 405
+
+
+@pytest.mark.parametrize(
+    ("body", "path", "message"),
+    [
+        pytest.param(b'{"message": 3}', "$.message", "Expected `str`, got `int` - at `$.message`", id="field"),
+        pytest.param(
+            b'{"message": "x", "options": {"temperature": 9}}',
+            "$.options.temperature",
+            "Expected `float` <= 2.0 - at `$.options.temperature`",
+            id="nested",
+        ),
+        pytest.param(b"{}", None, "Object missing required field `message`", id="root"),
+    ],
+)
+def test_validation_error_carries_its_field_path_as_data(body: bytes, path: str | None, message: str) -> None:
+    decoder = msgspec.json.Decoder(ChatRequest)
+    with pytest.raises(ValidationFailed) as caught:
+        decode_body(decoder, body)
+    assert caught.value.path == path
+    assert caught.value.message == message
+
+
+def test_openai_param_comes_from_the_path_not_the_message() -> None:
+    error = ValidationFailed("a message that mentions - at `$.elsewhere`", "$.messages[0].content")
+    assert openai_error(error).error.param == "messages[0].content"
+    assert openai_error(ValidationFailed("no field - at `$.x`")).error.param is None
+
+
+def test_token_template_encodes_as_the_whole_event_does() -> None:
+    text = 'a "quoted"\u2028line\n'
+    event = OllamaChatResponse("m", "t", OllamaReplyMessage("assistant", text), False)
+    token = token_template(ENCODER.encode(OllamaChatResponse("m", "t", OllamaReplyMessage("assistant", ""), False)))
+    assert token(text) == ENCODER.encode(event)
+    with pytest.raises(ValueError, match="no empty"):
+        token_template(b'{"text":""}')

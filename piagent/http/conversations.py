@@ -44,7 +44,7 @@ def decode_cursor(text: str) -> Cursor:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         updated_at, conversation_id = _CURSOR.decode(raw)
     except (binascii.Error, ValueError, msgspec.DecodeError) as exc:
-        raise ValidationFailed("`before` is not a cursor from a previous page's `next` - at `before`") from exc
+        raise ValidationFailed("`before` is not a cursor from a previous page's `next`", "before") from exc
     return updated_at, conversation_id
 
 
@@ -52,7 +52,7 @@ def _page_size(text: str | None) -> int:
     if text is None:
         return DEFAULT_PAGE
     if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
-        raise ValidationFailed(f"`limit` must be an integer from 1 to {MAX_PAGE}, got {text!r} - at `limit`")
+        raise ValidationFailed(f"`limit` must be an integer from 1 to {MAX_PAGE}, got {text!r}", "limit")
     return int(text)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import msgspec
@@ -14,7 +13,7 @@ from piagent.exceptions import StoreUnavailable, ValidationFailed
 from piagent.http.openapi import BODY_ERRORS, JSON, NDJSON, SSE, UPSTREAM_ERRORS, Body, Endpoint, Param
 from piagent.http.requests import decode_body, get_runtime, owner_of, read_json_body, wants_deep_health
 from piagent.http.responses import JSONResponse
-from piagent.http.streaming import ReplyStream, choose_format, until_disconnect
+from piagent.http.streaming import ReplyStream, choose_format, reply
 from piagent.schemas import (
     AgentList,
     ChatRequest,
@@ -36,15 +35,12 @@ def decode_chat_request(body: bytes, max_message_chars: int, max_tokens: int) ->
     """Decode and validate `POST /chat`; a 400 for JSON syntax, a 422 naming the field otherwise."""
     chat_request = decode_body(_CHAT_REQUEST, body)
     if len(chat_request.message) > max_message_chars:
-        raise ValidationFailed(
-            f"the message is {len(chat_request.message)} characters; at most {max_message_chars} "
-            "are allowed - at `$.message`"
+        raise ValidationFailed.over_limit(
+            "the message", len(chat_request.message), max_message_chars, "$.message", " characters"
         )
     options = chat_request.options
     if options is not None and options.max_tokens is not None and options.max_tokens > max_tokens:
-        raise ValidationFailed(
-            f"max_tokens is {options.max_tokens}; at most {max_tokens} are allowed - at `$.options.max_tokens`"
-        )
+        raise ValidationFailed.over_limit("max_tokens", options.max_tokens, max_tokens, "$.options.max_tokens")
     return chat_request
 
 
@@ -103,16 +99,16 @@ async def chat(request: Request) -> Response | ReplyStream:
     settings = runtime.settings
     chat_request = decode_chat_request(body, settings.max_message_chars, settings.max_tokens)
     prepared = await runtime.chat.prepare(chat_request, owner_of(request))
-    limiter = runtime.chat.limiter
-    if not chat_request.stream:
-        reply = await until_disconnect(request.receive, partial(runtime.chat.complete, prepared), limiter)
-        return JSONResponse(reply, headers={"X-Conversation-Id": prepared.conversation_id})
-    replies = runtime.chat.stream(prepared)
-    # The first item is awaited before any byte is sent, so a failure up to the first token (a full
-    # queue included) still gets its real status code instead of a 200 with an error inside.
-    first = await until_disconnect(request.receive, replies.__anext__, limiter)
-    stream_format = choose_format(request.headers.get("accept", ""))
-    return ReplyStream(first, replies, stream_format, prepared.conversation_id, limiter)
+    conversation_id = prepared.conversation_id
+    return await reply(
+        request,
+        runtime.chat,
+        prepared,
+        stream=chat_request.stream,
+        whole=lambda whole: JSONResponse(whole, headers={"X-Conversation-Id": conversation_id}),
+        stream_format=lambda: choose_format(request.headers.get("accept", "")),
+        conversation_id=conversation_id,
+    )
 
 
 def routes() -> list[Route]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import time
 from datetime import UTC, datetime
-from functools import partial
 
 import msgspec
 from starlette.requests import Request
@@ -31,7 +30,7 @@ from piagent.http.ollama_schemas import (
 from piagent.http.openapi import BODY_ERRORS, JSON, NDJSON, UPSTREAM_ERRORS, Body, Endpoint
 from piagent.http.requests import decode_body, get_runtime, owner_of, read_json_body
 from piagent.http.responses import ENCODER, JSONResponse
-from piagent.http.streaming import ReplyStream, StreamFormat, until_disconnect
+from piagent.http.streaming import ReplyStream, StreamFormat, reply, token_template
 from piagent.providers.base import Message
 from piagent.schemas import ChatOptions, ChatResponse
 from piagent.version import __version__
@@ -64,11 +63,10 @@ def decode_request(body: bytes, max_message_chars: int) -> tuple[OllamaChatReque
     messages = []
     for index, message in enumerate(request.messages):
         if message.images:
-            raise ValidationFailed(f"images are not served - at `$.messages[{index}].images`")
+            raise ValidationFailed("images are not served", f"$.messages[{index}].images")
         if len(message.content) > max_message_chars:
-            raise ValidationFailed(
-                f"the message is {len(message.content)} characters; at most {max_message_chars} are allowed"
-                f" - at `$.messages[{index}].content`"
+            raise ValidationFailed.over_limit(
+                "the message", len(message.content), max_message_chars, f"$.messages[{index}].content", " characters"
             )
         messages.append(Message(message.role, message.content))
     return request, messages
@@ -82,9 +80,7 @@ def to_options(request: OllamaChatRequest, max_tokens: int) -> ChatOptions | Non
         return None
     num_predict = options.num_predict
     if num_predict is not None and num_predict > max_tokens:
-        raise ValidationFailed(
-            f"num_predict is {num_predict}; at most {max_tokens} are allowed - at `$.options.num_predict`"
-        )
+        raise ValidationFailed.over_limit("num_predict", num_predict, max_tokens, "$.options.num_predict")
     return ChatOptions(
         temperature=options.temperature,
         max_tokens=num_predict if num_predict is not None and num_predict > 0 else None,
@@ -112,13 +108,7 @@ def _last(model: str, created_at: str, reply: ChatResponse, started: int, conten
 def _stream_format(model: str, created_at: str, started: int) -> StreamFormat:
     """NDJSON lines as Ollama writes them; the token line is built once around the escaped text."""
     template = ENCODER.encode(OllamaChatResponse(model, created_at, OllamaReplyMessage("assistant", ""), False))
-    head, marker, tail = template.partition(b'"content":""')
-    assert marker, "the line template lost its content field"
-    head += b'"content":'
-    tail += b"\n"
-
-    def token(text: str) -> bytes:
-        return head + _line_safe(ENCODER.encode(text)) + tail
+    token = token_template(template + b"\n", _line_safe)
 
     def done(reply: ChatResponse) -> bytes:
         return ENCODER.encode(_last(model, created_at, reply, started)) + b"\n"
@@ -138,16 +128,16 @@ async def chat(request: Request) -> Response | ReplyStream:
     ollama_request, messages = decode_request(body, settings.max_message_chars)
     options = to_options(ollama_request, settings.max_tokens)
     prepared = runtime.chat.prepare_stateless(agent_name(ollama_request.model), messages, options, owner_of(request))
-    limiter = runtime.chat.limiter
     model = ollama_request.model
     created_at = _timestamp(time.time())
-    if not ollama_request.stream:
-        reply = await until_disconnect(request.receive, partial(runtime.chat.complete, prepared), limiter)
-        return JSONResponse(_last(model, created_at, reply, started, reply.reply))
-    replies = runtime.chat.stream(prepared)
-    # The first item is read before the status goes out, so a failure up to the first token is a real error status.
-    first = await until_disconnect(request.receive, replies.__anext__, limiter)
-    return ReplyStream(first, replies, _stream_format(model, created_at, started), "", limiter)
+    return await reply(
+        request,
+        runtime.chat,
+        prepared,
+        stream=ollama_request.stream,
+        whole=lambda answer: JSONResponse(_last(model, created_at, answer, started, answer.reply)),
+        stream_format=lambda: _stream_format(model, created_at, started),
+    )
 
 
 async def tags(request: Request) -> Response:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import secrets
 import time
-from functools import partial
 
 import msgspec
 from starlette.requests import Request
@@ -32,7 +31,7 @@ from piagent.http.openai_schemas import (
 from piagent.http.openapi import BODY_ERRORS, JSON, SSE, UPSTREAM_ERRORS, Body, Endpoint, Param
 from piagent.http.requests import decode_body, get_runtime, owner_of, read_json_body
 from piagent.http.responses import ENCODER, JSONResponse, openai_error
-from piagent.http.streaming import ReplyStream, StreamFormat, until_disconnect
+from piagent.http.streaming import ReplyStream, StreamFormat, reply, token_template
 from piagent.providers.base import Message
 from piagent.schemas import ChatOptions, ChatResponse
 
@@ -55,8 +54,7 @@ def _text_of(message: ChatMessage, index: int) -> str:
     for number, part in enumerate(content):
         if part.type != "text" or part.text is None:
             raise ValidationFailed(
-                f"only text content parts are served, got {part.type!r}"
-                f" - at `$.messages[{index}].content[{number}].type`"
+                f"only text content parts are served, got {part.type!r}", f"$.messages[{index}].content[{number}].type"
             )
         texts.append(part.text)
     return "".join(texts)
@@ -69,9 +67,8 @@ def to_messages(request: ChatCompletionRequest, max_message_chars: int) -> list[
     for index, message in enumerate(request.messages):
         text = _text_of(message, index)
         if len(text) > max_message_chars:
-            raise ValidationFailed(
-                f"the message is {len(text)} characters; at most {max_message_chars} are allowed"
-                f" - at `$.messages[{index}].content`"
+            raise ValidationFailed.over_limit(
+                "the message", len(text), max_message_chars, f"$.messages[{index}].content", " characters"
             )
         messages.append(Message(_ROLES.get(message.role, message.role), text))
     return messages
@@ -83,7 +80,7 @@ def to_options(request: ChatCompletionRequest, max_tokens: int) -> ChatOptions:
     for field in ("max_completion_tokens", "max_tokens"):
         asked = getattr(request, field)
         if asked is not None and asked > max_tokens:
-            raise ValidationFailed(f"{field} is {asked}; at most {max_tokens} are allowed - at `$.{field}`")
+            raise ValidationFailed.over_limit(field, asked, max_tokens, f"$.{field}")
     stop = [request.stop] if isinstance(request.stop, str) else request.stop
     return ChatOptions(
         temperature=request.temperature,
@@ -107,13 +104,7 @@ def _stream_format(completion_id: str, created: int, model: str, include_usage: 
         event = ChatCompletionChunk(completion_id, "chat.completion.chunk", created, model, choices, usage)
         return b"data: " + ENCODER.encode(event) + b"\n\n"
 
-    template = chunk([ChunkChoice(0, ChunkDelta(content=""), None)])
-    head, marker, tail = template.partition(b'"content":""')
-    assert marker, "the chunk template lost its content field"
-    head += b'"content":'
-
-    def token(text: str) -> bytes:
-        return head + ENCODER.encode(text) + tail
+    token = token_template(chunk([ChunkChoice(0, ChunkDelta(content=""), None)]))
 
     def done(reply: ChatResponse) -> bytes:
         last = chunk([ChunkChoice(0, ChunkDelta(), reply.done_reason)])
@@ -138,19 +129,23 @@ async def chat_completions(request: Request) -> Response | ReplyStream:
     messages = to_messages(completion, settings.max_message_chars)
     options = to_options(completion, settings.max_tokens)
     prepared = runtime.chat.prepare_stateless(completion.model, messages, options, owner_of(request))
-    limiter = runtime.chat.limiter
     completion_id = "chatcmpl-" + secrets.token_hex(12)
     created = int(time.time())
     model = prepared.agent.name
-    if not completion.stream:
-        reply = await until_disconnect(request.receive, partial(runtime.chat.complete, prepared), limiter)
-        choice = CompletionChoice(0, AssistantMessage("assistant", reply.reply), reply.done_reason)
-        return JSONResponse(ChatCompletion(completion_id, "chat.completion", created, model, [choice], _usage(reply)))
-    replies = runtime.chat.stream(prepared)
-    # The first item is read before the status goes out, so a failure up to the first token is a real error status.
-    first = await until_disconnect(request.receive, replies.__anext__, limiter)
+
+    def whole(answer: ChatResponse) -> Response:
+        choice = CompletionChoice(0, AssistantMessage("assistant", answer.reply), answer.done_reason)
+        return JSONResponse(ChatCompletion(completion_id, "chat.completion", created, model, [choice], _usage(answer)))
+
     include_usage = completion.stream_options is not None and completion.stream_options.include_usage
-    return ReplyStream(first, replies, _stream_format(completion_id, created, model, include_usage), "", limiter)
+    return await reply(
+        request,
+        runtime.chat,
+        prepared,
+        stream=completion.stream,
+        whole=whole,
+        stream_format=lambda: _stream_format(completion_id, created, model, include_usage),
+    )
 
 
 async def list_models(request: Request) -> Response:

@@ -94,6 +94,10 @@ def decode_body(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as exc:
+        # msgspec ends its message with the field's path, "... - at `$.options.temperature`": kept as data.
+        message, at, path = str(exc).rpartition(" - at `")
+        if at and path.endswith("`"):
+            raise ValidationFailed(message, path[:-1]) from exc
         raise ValidationFailed(str(exc)) from exc
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise InvalidJSON(f"the body is not valid JSON: {exc}") from exc

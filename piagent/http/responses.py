@@ -6,7 +6,6 @@ An error takes the shape its route's clients read: OpenAI's `{"error": {"message
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -41,9 +40,6 @@ def error_response(exc: PiagentError, headers: Mapping[str, str] | None = None) 
     return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
 
-_FIELD_PATH = re.compile(r"at `\$\.?([^`]*)`")
-
-
 def _openai_type(status: int) -> str:
     if status == 401:
         return "authentication_error"
@@ -57,8 +53,8 @@ def _openai_type(status: int) -> str:
 def openai_error(exc: PiagentError) -> OpenAIErrorBody:
     """piagent's error in OpenAI's shape: an unknown agent is OpenAI's `model_not_found`, a field is `param`."""
     param = None
-    if isinstance(exc, ValidationFailed) and (found := _FIELD_PATH.search(exc.message)):
-        param = found.group(1) or None
+    if isinstance(exc, ValidationFailed) and exc.path is not None:
+        param = exc.path.removeprefix("$").removeprefix(".") or None
     code = "model_not_found" if isinstance(exc, AgentNotFound) else exc.code
     return OpenAIErrorBody(OpenAIErrorDetail(exc.message, _openai_type(exc.status_code), param, code))
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from functools import partial
 from typing import NamedTuple, TypeVar
 
 import anyio
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from piagent.chat import ChatService, PreparedChat
 from piagent.exceptions import PiagentError, ShuttingDown
 from piagent.generations import GenerationLimiter
 from piagent.http.responses import ENCODER
@@ -37,6 +41,21 @@ class StreamFormat(NamedTuple):
     done: Callable[[ChatResponse], bytes] | None
     error: Callable[[PiagentError], bytes] | None
     start: bytes = b""
+
+
+def token_template(
+    template: bytes, escape: Callable[[bytes], bytes] | None = None, field: bytes = b'"content":""'
+) -> Callable[[str], bytes]:
+    """A token encoder from one encoded event whose text `field` is empty: every token's event is the same
+    bytes around the token's text, so the text's msgspec-escaped JSON goes in between (then `escape`d):
+    no event object per token."""
+    head, marker, tail = template.partition(field)
+    if not marker:
+        raise ValueError(f"the template has no empty {field!r}")
+    head += field[:-2]  # up to and with the colon
+    if escape is None:
+        return lambda text: head + ENCODER.encode(text) + tail
+    return lambda text: head + escape(ENCODER.encode(text)) + tail
 
 
 def _done_event(reply: ChatResponse) -> DoneEvent:
@@ -112,6 +131,29 @@ async def until_disconnect(
             raise _halted_error()
         raise ClientDisconnected("the client disconnected")
     return outcome[0]
+
+
+async def reply(
+    request: Request,
+    chat: ChatService,
+    prepared: PreparedChat,
+    *,
+    stream: bool,
+    whole: Callable[[ChatResponse], Response],
+    stream_format: Callable[[], StreamFormat],
+    conversation_id: str = "",
+) -> Response | ReplyStream:
+    """A chat door's answer: `whole(reply)` as one response, or the reply streamed in `stream_format()`.
+
+    A streamed reply's first item is awaited before any byte is sent, so a failure up to the first
+    token (a full queue included) still gets its real status code instead of a 200 with an error inside.
+    """
+    limiter = chat.limiter
+    if not stream:
+        return whole(await until_disconnect(request.receive, partial(chat.complete, prepared), limiter))
+    replies = chat.stream(prepared)
+    first = await until_disconnect(request.receive, replies.__anext__, limiter)
+    return ReplyStream(first, replies, stream_format(), conversation_id, limiter)
 
 
 class ReplyStream:
