@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from piagent.exceptions import AgentDefinitionError, AgentNotFound, SettingsError
+from piagent.schemas import whole_string
 from piagent.settings import parse_urls
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
@@ -40,7 +41,7 @@ class _FrontMatter(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     options: dict[str, OptionValue] = {}
     provider: Literal["ollama", "openai"] | None = None
     url: str | None = None
-    api_key_env: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    api_key_env: Annotated[str, whole_string(r"[A-Za-z_][A-Za-z0-9_]*")] | None = None
 
 
 class Agents(Mapping[str, Agent]):

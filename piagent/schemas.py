@@ -6,8 +6,21 @@ from typing import Annotated, Literal
 
 import msgspec
 
-ConversationId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-AgentName = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
+
+def whole_string(pattern: str, max_length: int | None = None) -> msgspec.Meta:
+    r"""A constraint the whole string must match: every pattern a wire schema checks is written with it.
+
+    msgspec searches (`re.search`), and there `^...$` accepts a trailing newline (`$` matches before
+    it): "abc\n" passed as a conversation id and broke the reply's header. `\A...\Z` anchors the very
+    ends (`/openapi.json` spells them `^...$`, whole-string in JSON Schema's ECMA-262 regexes).
+    """
+    if "|" in pattern:
+        raise ValueError("group an alternation before anchoring it")
+    return msgspec.Meta(pattern=rf"\A{pattern}\Z", max_length=max_length)
+
+
+ConversationId = Annotated[str, whole_string(r"[A-Za-z0-9_-]{1,64}")]
+AgentName = Annotated[str, whole_string(r"[a-z0-9][a-z0-9_-]*", max_length=64)]
 
 
 class ChatOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):

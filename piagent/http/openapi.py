@@ -59,6 +59,20 @@ def error_schema(path: str) -> Any:
     return ErrorBody
 
 
+def _ecma_patterns(schema: Any) -> Any:
+    r"""The schema with Python's whole-string `\A...\Z` patterns spelled `^...$`, as JSON Schema's
+    ECMA-262 regexes read them (there `\A` is the letter A, and `$` never matches before a final newline)."""
+    if isinstance(schema, dict):
+        pattern = schema.get("pattern")
+        fixed = {key: _ecma_patterns(value) for key, value in schema.items()}
+        if isinstance(pattern, str) and pattern.startswith("\\A") and pattern.endswith("\\Z"):
+            fixed["pattern"] = f"^{pattern[2:-2]}$"
+        return fixed
+    if isinstance(schema, list | tuple):
+        return type(schema)(_ecma_patterns(item) for item in schema)
+    return schema
+
+
 def build_openapi(endpoints: Sequence[Endpoint], title: str, version: str, server: str = "/") -> dict[str, Any]:
     """The whole document; every schema comes from `msgspec.json.schema_components`, shared ones by $ref."""
     types: list[Any] = []
@@ -68,7 +82,7 @@ def build_openapi(endpoints: Sequence[Endpoint], title: str, version: str, serve
         types.extend(body.schema for body in endpoint.ok)
         if endpoint.errors:
             types.append(error_schema(endpoint.path))
-    schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
+    schemas, components = _ecma_patterns(msgspec.json.schema_components(types, ref_template=_REF))
     schema_of = iter(schemas)
     paths: dict[str, dict[str, Any]] = {}
     for endpoint in endpoints:
