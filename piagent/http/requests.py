@@ -101,3 +101,5 @@ def decode_body(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
         raise ValidationFailed(str(exc)) from exc
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise InvalidJSON(f"the body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # msgspec stops at Python's recursion limit (about 1,000 levels), in any field
+        raise InvalidJSON("the body nests arrays or objects too deeply to be read") from exc
