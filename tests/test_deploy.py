@@ -1,4 +1,4 @@
-"""deploy/piagent.service: systemd accepts it, and it keeps the promises the README makes about it."""
+"""deploy/piagent.service: systemd accepts it, and it keeps the promises docs/pi.md makes about it."""
 
 from __future__ import annotations
 

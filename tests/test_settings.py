@@ -90,11 +90,11 @@ def test_a_wrong_value_names_the_key_the_value_and_what_is_allowed(
     assert "\n" not in message
 
 
-def test_the_readme_documents_every_key_with_its_default() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+def test_the_configuration_doc_documents_every_key_with_its_default() -> None:
+    table = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     for key in KEYS:
         default = f"`{key.default}`" if key.default else "(empty)"
-        assert f"| `{key.env}` | {default} |" in readme, key.env
+        assert f"| `{key.env}` | {default} |" in table, key.env
 
 
 def test_the_shipped_config_env_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
