@@ -4,7 +4,7 @@
     python bench/soak.py --duration 60   # a quick look
 
 It serves piagent for real (`python -m piagent`, uvicorn with httptools and uvloop) in front of the
-test suite's fake Ollama (tests/fake_ollama.py, a loopback server in this process), whose agents are
+fake model server (bench/fakemodel, a loopback server in this process, playing Ollama), whose agents are
 scripted to misbehave: errors before and during the reply, resets, stalls (first-token and idle
 timeouts), invalid JSON, lines over the cap, bytes that are not UTF-8. Clients stream in every
 format, continue conversations, leave early, send wrong keys and broken bodies, and overflow the
@@ -31,11 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.fake_ollama import FakeOllama, Script  # noqa: E402
+from fakemodel import FakeModel, Script
 
 KEYS = ("soak-key-one-0123456789abcdef", "soak-key-two-0123456789abcdef")
 LINE_CAP = 4096
@@ -223,7 +219,7 @@ def main() -> int:
     args = parser.parse_args()
     warmup = args.warmup if args.warmup is not None else max(20.0, args.duration * 0.1)
 
-    fake = FakeOllama().start()
+    fake = FakeModel().start()
     fake.scripts = {name: script for name, (_, script) in SCRIPTS.items()}
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.fakemodel import FakeModel
 from piagent import Settings, create_app
-from tests.fake_ollama import FakeOllama
 from tests.redis_server import REDIS_SERVER, SKIP_REASON, RedisServer
 from tests.servers import Served, serve_app, serve_in_thread
 
@@ -46,14 +46,14 @@ def prompts_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def fake_ollama() -> Iterator[FakeOllama]:
-    with FakeOllama() as fake:
+def fake_ollama() -> Iterator[FakeModel]:
+    with FakeModel() as fake:
         yield fake
     assert fake.errors == [], "the fake Ollama itself failed"
 
 
 @pytest.fixture
-def make_settings(prompts_dir: Path, fake_ollama: FakeOllama) -> MakeSettings:
+def make_settings(prompts_dir: Path, fake_ollama: FakeModel) -> MakeSettings:
     """Settings pointing at the fake Ollama and the test agents; keyword arguments override."""
 
     def make(**overrides: Any) -> Settings:

@@ -6,8 +6,8 @@ import asyncio
 import time
 from typing import Any, NamedTuple
 
+from bench.fakemodel import FakeModel
 from piagent.transport import HTTPToolsTransport
-from tests.fake_ollama import FakeOllama
 from tests.servers import Served
 
 
@@ -61,7 +61,7 @@ def leftovers(served: Served, baseline: frozenset[int]) -> Leftovers:
 
 
 def assert_settled(
-    served: Served, baseline: frozenset[int], fake: FakeOllama | None = None, timeout: float = 3.0
+    served: Served, baseline: frozenset[int], fake: FakeModel | None = None, timeout: float = 3.0
 ) -> None:
     """Wait until no slot, queue place, upstream connection in use or task is left; the fake agrees."""
     deadline = time.monotonic() + timeout

@@ -10,11 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.fakemodel import FakeModel
 from piagent.exceptions import SettingsError
 from piagent.http import auth
 from piagent.http.auth import ApiKeys, load_api_keys, owner_id
 from piagent.settings import Settings
-from tests.fake_ollama import FakeOllama
 
 KEY_A = "alpha-0123456789-abcdefghij"
 KEY_B = "bravo-0123456789-abcdefghij"
@@ -38,7 +38,7 @@ REFUSED = [
 ]
 
 
-def test_a_request_without_a_known_key_is_401_with_www_authenticate(serve: Any, fake_ollama: FakeOllama) -> None:
+def test_a_request_without_a_known_key_is_401_with_www_authenticate(serve: Any, fake_ollama: FakeModel) -> None:
     with serve(api_keys=(KEY_A, KEY_B)) as url, httpx.Client(base_url=url) as client:
         for method, path, headers, message in REFUSED:
             response = client.request(method, path, json={"message": "hi"}, headers=headers)
@@ -51,7 +51,7 @@ def test_a_request_without_a_known_key_is_401_with_www_authenticate(serve: Any, 
     assert fake_ollama.requests == []
 
 
-def test_health_stays_open_and_a_known_key_opens_everything_else(serve: Any, fake_ollama: FakeOllama) -> None:
+def test_health_stays_open_and_a_known_key_opens_everything_else(serve: Any, fake_ollama: FakeModel) -> None:
     with serve(api_keys=(KEY_A, KEY_B)) as url, httpx.Client(base_url=url) as client:
         assert client.get("/health").status_code == 200
         assert client.head("/health").status_code == 200
@@ -153,7 +153,7 @@ def test_every_key_is_compared_in_constant_time_without_stopping_at_a_match(
     assert all(len(a) == len(b) == 32 for a, b in compared)  # digests: a key's length never shows
 
 
-def test_a_conversation_belongs_to_the_key_that_started_it(serve: Any, fake_ollama: FakeOllama) -> None:
+def test_a_conversation_belongs_to_the_key_that_started_it(serve: Any, fake_ollama: FakeModel) -> None:
     with serve(api_keys=(KEY_A, KEY_B)) as url, httpx.Client(base_url=url) as client:
         started = client.post("/chat", json={"message": "mine"}, headers=bearer(KEY_A))
         conversation = started.json()["conversation_id"]
@@ -189,7 +189,7 @@ def test_the_conversation_endpoints_show_each_key_only_its_own(serve: Any) -> No
         assert client.delete(f"/conversations/{mine}", headers=bearer(KEY_A)).status_code == 204
 
 
-def test_a_mounted_piagent_keeps_its_health_open_under_the_prefix(make_settings: Any, fake_ollama: FakeOllama) -> None:
+def test_a_mounted_piagent_keeps_its_health_open_under_the_prefix(make_settings: Any, fake_ollama: FakeModel) -> None:
     from starlette.applications import Starlette
     from starlette.routing import Mount
 

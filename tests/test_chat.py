@@ -10,9 +10,9 @@ import httpx
 import msgspec
 import pytest
 
+from bench.fakemodel import FakeModel, Script
 from piagent import Settings, create_app
 from piagent.schemas import TokenEvent
-from tests.fake_ollama import FakeOllama, Script
 from tests.servers import Served, serve_app
 from tests.settle import assert_settled, baseline_tasks
 
@@ -30,7 +30,7 @@ def sse_events(text: str) -> list[tuple[str, Any]]:
 
 
 def test_non_stream_reply_with_usage_and_a_new_unguessable_conversation_id(
-    client: httpx.Client, fake_ollama: FakeOllama
+    client: httpx.Client, fake_ollama: FakeModel
 ) -> None:
     fake_ollama.script = Script(tokens=["Hel", "lo"], prompt_eval_count=11)
     response = chat(client)
@@ -50,7 +50,7 @@ def test_non_stream_reply_with_usage_and_a_new_unguessable_conversation_id(
 
 
 def test_the_upstream_gets_system_prompt_history_and_message_with_the_agents_model_and_options(
-    client: httpx.Client, fake_ollama: FakeOllama
+    client: httpx.Client, fake_ollama: FakeModel
 ) -> None:
     first = chat(client, agent="pirate", message="ahoy").json()
     chat(client, agent="pirate", message="again", conversation_id=first["conversation_id"], options={"max_tokens": 9})
@@ -66,7 +66,7 @@ def test_the_upstream_gets_system_prompt_history_and_message_with_the_agents_mod
     ]
 
 
-def test_request_options_override_the_agents(client: httpx.Client, fake_ollama: FakeOllama) -> None:
+def test_request_options_override_the_agents(client: httpx.Client, fake_ollama: FakeModel) -> None:
     chat(client, agent="pirate", options={"temperature": 1.5, "top_p": 0.5, "seed": 3, "stop": ["\n"]})
     assert fake_ollama.chat_requests[-1]["options"] == {
         "temperature": 1.5,
@@ -78,7 +78,7 @@ def test_request_options_override_the_agents(client: httpx.Client, fake_ollama: 
     }
 
 
-def test_memory_keeps_only_the_agents_last_turns(client: httpx.Client, fake_ollama: FakeOllama) -> None:
+def test_memory_keeps_only_the_agents_last_turns(client: httpx.Client, fake_ollama: FakeModel) -> None:
     conversation = chat(client, agent="pirate", message="m0").json()["conversation_id"]
     for n in range(1, 4):
         chat(client, agent="pirate", message=f"m{n}", conversation_id=conversation)
@@ -86,7 +86,7 @@ def test_memory_keeps_only_the_agents_last_turns(client: httpx.Client, fake_olla
     assert [m["content"] for m in history] == ["m1", "Hello, world!", "m2", "Hello, world!"]
 
 
-def test_memory_off_sends_no_history(serve: Any, fake_ollama: FakeOllama) -> None:
+def test_memory_off_sends_no_history(serve: Any, fake_ollama: FakeModel) -> None:
     with serve(memory_enabled=False) as url, httpx.Client(base_url=url) as client:
         conversation = chat(client).json()["conversation_id"]
         chat(client, conversation_id=conversation, message="second")
@@ -95,7 +95,7 @@ def test_memory_off_sends_no_history(serve: Any, fake_ollama: FakeOllama) -> Non
 
 
 def test_a_failure_before_the_first_token_leaves_the_conversation_as_it_was(
-    client: httpx.Client, fake_ollama: FakeOllama
+    client: httpx.Client, fake_ollama: FakeModel
 ) -> None:
     conversation = chat(client, message="one").json()["conversation_id"]
     fake_ollama.script = Script(status=500, error="model requires more system memory")
@@ -106,7 +106,7 @@ def test_a_failure_before_the_first_token_leaves_the_conversation_as_it_was(
     assert contents == ["one", "Hello, world!", "three"]
 
 
-def test_plain_text_stream_arrives_token_by_token(client: httpx.Client, fake_ollama: FakeOllama) -> None:
+def test_plain_text_stream_arrives_token_by_token(client: httpx.Client, fake_ollama: FakeModel) -> None:
     fake_ollama.script = Script(tokens=["a", "b", "c", "d", "e"], delay=0.1)
     started = time.monotonic()
     with client.stream("POST", "/chat", json={"message": "hi", "stream": True}) as response:
@@ -120,7 +120,7 @@ def test_plain_text_stream_arrives_token_by_token(client: httpx.Client, fake_oll
     assert arrivals[0][0] < 0.3 < 0.4 <= arrivals[-1][0]
 
 
-def test_sse_stream_sends_token_events_then_done(client: httpx.Client, fake_ollama: FakeOllama) -> None:
+def test_sse_stream_sends_token_events_then_done(client: httpx.Client, fake_ollama: FakeModel) -> None:
     fake_ollama.script = Script(tokens=["Hi", " \u2028there"], prompt_eval_count=3)
     response = client.post("/chat", json={"message": "hi", "stream": True}, headers={"Accept": "text/event-stream"})
     assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
@@ -140,7 +140,7 @@ def test_sse_stream_sends_token_events_then_done(client: httpx.Client, fake_olla
     ]
 
 
-def test_ndjson_stream_sends_the_same_events_as_lines(client: httpx.Client, fake_ollama: FakeOllama) -> None:
+def test_ndjson_stream_sends_the_same_events_as_lines(client: httpx.Client, fake_ollama: FakeModel) -> None:
     fake_ollama.script = Script(tokens=["x", "y"], done_reason="length")
     response = client.post("/chat", json={"message": "hi", "stream": True}, headers={"Accept": "application/x-ndjson"})
     assert response.headers["content-type"] == "application/x-ndjson"
@@ -149,21 +149,21 @@ def test_ndjson_stream_sends_the_same_events_as_lines(client: httpx.Client, fake
     assert lines[-1]["done_reason"] == "length"
 
 
-def test_the_sse_token_bytes_equal_the_token_event_encoding(client: httpx.Client, fake_ollama: FakeOllama) -> None:
+def test_the_sse_token_bytes_equal_the_token_event_encoding(client: httpx.Client, fake_ollama: FakeModel) -> None:
     fake_ollama.script = Script(tokens=['"quoted" \\ and </script>'])
     response = client.post("/chat", json={"message": "hi", "stream": True}, headers={"Accept": "text/event-stream"})
     expected = b"event: token\ndata: " + msgspec.json.encode(TokenEvent('"quoted" \\ and </script>')) + b"\n\n"
     assert response.content.startswith(expected)
 
 
-def test_a_streamed_reply_is_remembered_for_the_next_request(client: httpx.Client, fake_ollama: FakeOllama) -> None:
+def test_a_streamed_reply_is_remembered_for_the_next_request(client: httpx.Client, fake_ollama: FakeModel) -> None:
     response = client.post("/chat", json={"message": "first", "stream": True})
     chat(client, message="second", conversation_id=response.headers["x-conversation-id"])
     assert [m["content"] for m in fake_ollama.chat_requests[-1]["messages"][1:]] == ["first", "Hello, world!", "second"]
 
 
 def test_an_error_before_the_first_token_gets_a_real_status_even_when_streaming(
-    client: httpx.Client, fake_ollama: FakeOllama
+    client: httpx.Client, fake_ollama: FakeModel
 ) -> None:
     fake_ollama.script = Script(status=404, error="model 'test-model' not found, try pulling it first")
     response = client.post("/chat", json={"message": "hi", "stream": True}, headers={"Accept": "text/event-stream"})
@@ -176,9 +176,7 @@ def test_an_error_before_the_first_token_gets_a_real_status_even_when_streaming(
     }
 
 
-def test_a_mid_stream_upstream_error_ends_sse_with_an_error_event(
-    client: httpx.Client, fake_ollama: FakeOllama
-) -> None:
+def test_a_mid_stream_upstream_error_ends_sse_with_an_error_event(client: httpx.Client, fake_ollama: FakeModel) -> None:
     fake_ollama.script = Script(tokens=["a", "b", "c"], error_after=2, error="out of memory")
     response = client.post("/chat", json={"message": "hi", "stream": True}, headers={"Accept": "text/event-stream"})
     assert response.status_code == 200
@@ -190,7 +188,7 @@ def test_a_mid_stream_upstream_error_ends_sse_with_an_error_event(
 
 
 def test_a_mid_stream_upstream_error_leaves_a_plain_text_transfer_incomplete(
-    client: httpx.Client, fake_ollama: FakeOllama
+    client: httpx.Client, fake_ollama: FakeModel
 ) -> None:
     fake_ollama.script = Script(tokens=["a", "b", "c"], error_after=2)
     received: list[bytes] = []
@@ -204,7 +202,7 @@ def test_a_mid_stream_upstream_error_leaves_a_plain_text_transfer_incomplete(
     assert b"".join(received) == b"ab"
 
 
-def test_a_partial_reply_cut_by_an_upstream_error_is_remembered(client: httpx.Client, fake_ollama: FakeOllama) -> None:
+def test_a_partial_reply_cut_by_an_upstream_error_is_remembered(client: httpx.Client, fake_ollama: FakeModel) -> None:
     fake_ollama.script = Script(tokens=["part", "ial", "x"], error_after=2)
     response = client.post("/chat", json={"message": "q", "stream": True}, headers={"Accept": "application/x-ndjson"})
     fake_ollama.script = Script()
@@ -223,15 +221,15 @@ def token_line(text: str) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def fault_ollama() -> Iterator[FakeOllama]:
+def fault_ollama() -> Iterator[FakeModel]:
     """One fake Ollama for every fault case (each sets its own script)."""
-    with FakeOllama() as fake:
+    with FakeModel() as fake:
         yield fake
     assert fake.errors == [], "the fake Ollama itself failed"
 
 
 @pytest.fixture(scope="module")
-def fault_server(fault_ollama: FakeOllama, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def fault_server(fault_ollama: FakeModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """One piagent with short timeouts for every fault case: each must leave it as clean as it found it."""
     prompts = tmp_path_factory.mktemp("prompts")
     (prompts / "general.md").write_text("You are a test assistant.\n", encoding="utf-8")
@@ -247,7 +245,7 @@ def stored_turns(served: Served, conversation: str) -> list[tuple[str, str, bool
     return [(t.role, t.text, t.interrupted) for t in served.call(lambda: store.history(conversation, "", 100))]
 
 
-def start_conversation(client: httpx.Client, fake: FakeOllama) -> tuple[str, list[tuple[str, str, bool]]]:
+def start_conversation(client: httpx.Client, fake: FakeModel) -> tuple[str, list[tuple[str, str, bool]]]:
     fake.script = Script(tokens=["fine"])
     conversation = chat(client, message="before").json()["conversation_id"]
     return conversation, [("user", "before", False), ("assistant", "fine", False)]
@@ -297,7 +295,7 @@ def start_conversation(client: httpx.Client, fake: FakeOllama) -> tuple[str, lis
     ],
 )
 def test_upstream_failures_before_the_first_token_get_a_status_and_leave_nothing_behind(
-    fault_server: Served, fault_ollama: FakeOllama, script: Script, status: int, code: str, message: str
+    fault_server: Served, fault_ollama: FakeModel, script: Script, status: int, code: str, message: str
 ) -> None:
     served, fake_ollama = fault_server, fault_ollama
     with httpx.Client(base_url=served.url) as client:
@@ -367,7 +365,7 @@ def test_upstream_failures_before_the_first_token_get_a_status_and_leave_nothing
     ],
 )
 def test_upstream_failures_mid_stream_end_in_band_and_keep_the_partial_reply(
-    fault_server: Served, fault_ollama: FakeOllama, script: Script, code: str, message: str, partials: tuple[str, ...]
+    fault_server: Served, fault_ollama: FakeModel, script: Script, code: str, message: str, partials: tuple[str, ...]
 ) -> None:
     served, fake_ollama = fault_server, fault_ollama
 
@@ -418,7 +416,7 @@ def test_upstream_failures_mid_stream_end_in_band_and_keep_the_partial_reply(
     "fast_transport", [pytest.param(True, id="piagent-transport"), pytest.param(False, id="httpx-transport")]
 )
 def test_the_first_token_and_idle_timeouts_each_bound_their_own_phase(
-    serve_full: Any, fake_ollama: FakeOllama, fast_transport: bool
+    serve_full: Any, fake_ollama: FakeModel, fast_transport: bool
 ) -> None:
     settings = {"first_token_timeout": 3.0, "read_timeout": 0.3, "fast_transport": fast_transport}
     with serve_full(**settings) as served, httpx.Client(base_url=served.url) as client:

@@ -20,9 +20,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bench.fakemodel import FakeModel, Script
 from piagent import create_app
 from tests.conftest import MakeSettings
-from tests.fake_ollama import FakeOllama, Script
 from tests.servers import free_socket, serve_in_thread
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -121,7 +121,7 @@ WATCH_REPLY = """() => {
 
 
 def test_tokens_arrive_in_order_and_the_conversation_survives_a_reload(
-    server: str, fake_ollama: FakeOllama, new_page: NewPage
+    server: str, fake_ollama: FakeModel, new_page: NewPage
 ) -> None:
     tokens = ["Counting", ":", " one", ",", " two", ",", " three", "."]
     fake_ollama.script = Script(tokens=tokens, delay=0.2)
@@ -163,7 +163,7 @@ def test_tokens_arrive_in_order_and_the_conversation_survives_a_reload(
     screenshot(page, "chat-desktop.png")
 
 
-def test_new_conversation_starts_without_history(server: str, fake_ollama: FakeOllama, new_page: NewPage) -> None:
+def test_new_conversation_starts_without_history(server: str, fake_ollama: FakeModel, new_page: NewPage) -> None:
     page = new_page()
     open_chat(page, server + "/")
     send(page, "first")
@@ -176,7 +176,7 @@ def test_new_conversation_starts_without_history(server: str, fake_ollama: FakeO
     assert [m["content"] for m in fake_ollama.chat_requests[-1]["messages"][1:]] == ["second"]
 
 
-def test_each_agent_keeps_its_own_conversation(server: str, fake_ollama: FakeOllama, new_page: NewPage) -> None:
+def test_each_agent_keeps_its_own_conversation(server: str, fake_ollama: FakeModel, new_page: NewPage) -> None:
     page = new_page()
     open_chat(page, server + "/")
     send(page, "hello general")
@@ -199,7 +199,7 @@ def test_each_agent_keeps_its_own_conversation(server: str, fake_ollama: FakeOll
     assert page.locator("#agent").input_value() == "pirate"
 
 
-def test_a_phone_screen_shows_code_and_markup_as_text(server: str, fake_ollama: FakeOllama, new_page: NewPage) -> None:
+def test_a_phone_screen_shows_code_and_markup_as_text(server: str, fake_ollama: FakeModel, new_page: NewPage) -> None:
     fake_ollama.script = Script(
         tokens=[
             "Free memory:\n\n```bash\n",
@@ -251,7 +251,7 @@ def test_an_unreachable_model_server_is_explained(serve: Any, new_page: NewPage)
 
 
 def test_an_error_in_the_middle_of_a_reply_keeps_the_partial_text(
-    server: str, fake_ollama: FakeOllama, new_page: NewPage
+    server: str, fake_ollama: FakeModel, new_page: NewPage
 ) -> None:
     fake_ollama.script = Script(tokens=["The answer", " is", " forty"], error_after=2, error="model runner crashed")
     page = new_page()
@@ -264,7 +264,7 @@ def test_an_error_in_the_middle_of_a_reply_keeps_the_partial_text(
     assert page.locator("#log .msg.assistant .bubble").inner_text() == "The answer is"
 
 
-def test_a_missing_model_says_how_to_pull_it(server: str, fake_ollama: FakeOllama, new_page: NewPage) -> None:
+def test_a_missing_model_says_how_to_pull_it(server: str, fake_ollama: FakeModel, new_page: NewPage) -> None:
     fake_ollama.strict_models = True
     fake_ollama.models = []
     page = new_page()
@@ -278,7 +278,7 @@ def test_a_missing_model_says_how_to_pull_it(server: str, fake_ollama: FakeOllam
 
 
 def test_stop_ends_the_reply_and_the_server_keeps_what_was_said(
-    server: str, fake_ollama: FakeOllama, new_page: NewPage
+    server: str, fake_ollama: FakeModel, new_page: NewPage
 ) -> None:
     fake_ollama.script = Script(tokens=["one", " two", " three", " four", " five"], delay=0.5)
     page = new_page()
@@ -317,7 +317,7 @@ class RequireKey:
 
 
 def test_a_server_with_api_keys_asks_for_one_and_remembers_it(
-    make_settings: MakeSettings, fake_ollama: FakeOllama, new_page: NewPage
+    make_settings: MakeSettings, fake_ollama: FakeModel, new_page: NewPage
 ) -> None:
     guarded = RequireKey(create_app(make_settings()), "pi-key-123")
     with serve_in_thread(guarded) as url:
@@ -344,7 +344,7 @@ def test_a_server_with_api_keys_asks_for_one_and_remembers_it(
 
 
 def test_cancelling_the_key_dialog_explains_why_nothing_works(
-    make_settings: MakeSettings, fake_ollama: FakeOllama, new_page: NewPage
+    make_settings: MakeSettings, fake_ollama: FakeModel, new_page: NewPage
 ) -> None:
     with serve_in_thread(RequireKey(create_app(make_settings()), "k")) as url:
         page = new_page()
@@ -373,7 +373,7 @@ def with_conversations(app: ASGIApp, turns: list[dict[str, Any]]) -> Starlette:
 
 
 def test_without_the_conversations_api_the_conversation_still_goes_on(
-    make_settings: MakeSettings, fake_ollama: FakeOllama, new_page: NewPage
+    make_settings: MakeSettings, fake_ollama: FakeModel, new_page: NewPage
 ) -> None:
     pi = create_app(make_settings())
 
@@ -403,7 +403,7 @@ def test_without_the_conversations_api_the_conversation_still_goes_on(
 
 
 def test_the_history_of_a_conversation_is_shown_as_text(
-    make_settings: MakeSettings, fake_ollama: FakeOllama, new_page: NewPage
+    make_settings: MakeSettings, fake_ollama: FakeModel, new_page: NewPage
 ) -> None:
     turns = [
         {"role": "user", "text": "What is <b>bold</b>?", "at": 1.0e9, "interrupted": False},
@@ -424,7 +424,7 @@ def test_the_history_of_a_conversation_is_shown_as_text(
 
 
 def test_a_forgotten_conversation_starts_anew(
-    make_settings: MakeSettings, fake_ollama: FakeOllama, new_page: NewPage
+    make_settings: MakeSettings, fake_ollama: FakeModel, new_page: NewPage
 ) -> None:
     with serve_in_thread(with_conversations(create_app(make_settings()), [])) as url:
         page = new_page()
@@ -439,7 +439,7 @@ def test_a_forgotten_conversation_starts_anew(
 
 
 def test_the_page_works_mounted_under_a_prefix(
-    make_settings: MakeSettings, fake_ollama: FakeOllama, new_page: NewPage
+    make_settings: MakeSettings, fake_ollama: FakeModel, new_page: NewPage
 ) -> None:
     pi = create_app(make_settings())
     host = Starlette(routes=[Mount("/pi", app=pi)], lifespan=pi.router.lifespan_context)

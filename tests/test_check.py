@@ -13,11 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.fakemodel import FakeModel
 from piagent.checks import check
 from piagent.settings import MASK, Settings, mask_secret
 from tests.conftest import MakeSettings
-from tests.fake_ollama import FakeOllama
-from tests.fake_openai import FakeOpenAI
 from tests.servers import free_socket
 
 
@@ -29,7 +28,7 @@ def run_check(settings: Settings) -> tuple[int, str, list[str]]:
     return code, out.getvalue(), problems
 
 
-def test_all_good_prints_the_set_up_and_exits_zero(make_settings: MakeSettings, fake_ollama: FakeOllama) -> None:
+def test_all_good_prints_the_set_up_and_exits_zero(make_settings: MakeSettings, fake_ollama: FakeModel) -> None:
     fake_ollama.models = ["test-model", "pirate-model:latest", "unused:1b"]
     code, report, problems = run_check(make_settings())
     assert (code, problems) == (0, [])
@@ -45,7 +44,7 @@ def test_all_good_prints_the_set_up_and_exits_zero(make_settings: MakeSettings, 
 
 
 def test_on_the_lan_the_page_address_is_the_hosts_mdns_name(
-    make_settings: MakeSettings, fake_ollama: FakeOllama
+    make_settings: MakeSettings, fake_ollama: FakeModel
 ) -> None:
     fake_ollama.models = ["test-model", "pirate-model"]
     _, report, _ = run_check(make_settings(host="0.0.0.0", port=8080))
@@ -53,7 +52,7 @@ def test_on_the_lan_the_page_address_is_the_hosts_mdns_name(
 
 
 def test_a_model_that_is_not_pulled_is_named_with_its_agent(
-    make_settings: MakeSettings, fake_ollama: FakeOllama
+    make_settings: MakeSettings, fake_ollama: FakeModel
 ) -> None:
     fake_ollama.models = ["pirate-model"]
     code, report, problems = run_check(make_settings(model="qwen2.5:0.5b"))
@@ -63,7 +62,7 @@ def test_a_model_that_is_not_pulled_is_named_with_its_agent(
 
 
 def test_agents_sharing_a_missing_model_get_one_line(
-    make_settings: MakeSettings, fake_ollama: FakeOllama, prompts_dir: Path
+    make_settings: MakeSettings, fake_ollama: FakeModel, prompts_dir: Path
 ) -> None:
     (prompts_dir / "shell.md").write_text("You know the shell.\n")
     fake_ollama.models = ["pirate-model"]
@@ -81,7 +80,7 @@ def test_agents_sharing_a_missing_model_get_one_line(
     ],
 )
 def test_a_model_name_without_a_tag_is_the_latest(
-    make_settings: MakeSettings, fake_ollama: FakeOllama, agent_model: str, pulled: str
+    make_settings: MakeSettings, fake_ollama: FakeModel, agent_model: str, pulled: str
 ) -> None:
     fake_ollama.models = [pulled, "pirate-model"]
     code, _, problems = run_check(make_settings(model=agent_model))
@@ -103,7 +102,7 @@ def test_an_ollama_that_is_not_running_is_one_line_with_the_fix(make_settings: M
     assert "  general  test-model" in report.splitlines()
 
 
-def test_a_server_that_is_not_ollama_is_named(make_settings: MakeSettings, fake_ollama: FakeOllama) -> None:
+def test_a_server_that_is_not_ollama_is_named(make_settings: MakeSettings, fake_ollama: FakeModel) -> None:
     url = fake_ollama.url + "/not-ollama"
     _, _, problems = run_check(make_settings(ollama_url=url))
     assert problems == [
@@ -126,7 +125,7 @@ def test_an_ollama_that_does_not_answer_in_time_is_named(make_settings: MakeSett
 
 
 def test_a_broken_agent_file_is_a_problem_and_the_rest_is_still_checked(
-    make_settings: MakeSettings, fake_ollama: FakeOllama, prompts_dir: Path
+    make_settings: MakeSettings, fake_ollama: FakeModel, prompts_dir: Path
 ) -> None:
     (prompts_dir / "broken.md").write_text("---\nmodel: x\n")
     code, report, problems = run_check(make_settings())
@@ -138,7 +137,7 @@ def test_a_broken_agent_file_is_a_problem_and_the_rest_is_still_checked(
     assert "Model server: ollama 0.12.0" in report
 
 
-def test_a_sqlite_store_is_reached(make_settings: MakeSettings, fake_ollama: FakeOllama, tmp_path: Path) -> None:
+def test_a_sqlite_store_is_reached(make_settings: MakeSettings, fake_ollama: FakeModel, tmp_path: Path) -> None:
     fake_ollama.models = ["test-model", "pirate-model"]
     url = f"sqlite:///{tmp_path}/piagent.db"
     code, report, _ = run_check(make_settings(memory_url=url))
@@ -146,7 +145,7 @@ def test_a_sqlite_store_is_reached(make_settings: MakeSettings, fake_ollama: Fak
     assert f"Memory store: sqlite at {url}, reachable" in report
 
 
-def test_a_redis_that_is_down_is_one_line_with_the_fix(make_settings: MakeSettings, fake_ollama: FakeOllama) -> None:
+def test_a_redis_that_is_down_is_one_line_with_the_fix(make_settings: MakeSettings, fake_ollama: FakeModel) -> None:
     fake_ollama.models = ["test-model", "pirate-model"]
     closed = free_socket()
     url = f"redis://:hunter2@127.0.0.1:{closed.getsockname()[1]}/0"
@@ -162,14 +161,14 @@ def test_a_redis_that_is_down_is_one_line_with_the_fix(make_settings: MakeSettin
     assert f"Memory store: redis at redis://:{MASK}@127.0.0.1:" in report
 
 
-def test_memory_off_is_reported(make_settings: MakeSettings, fake_ollama: FakeOllama) -> None:
+def test_memory_off_is_reported(make_settings: MakeSettings, fake_ollama: FakeModel) -> None:
     fake_ollama.models = ["test-model", "pirate-model"]
     code, report, _ = run_check(make_settings(memory_enabled=False))
     assert code == 0
     assert "Memory: off (PIAGENT_MEMORY_ENABLED=false)" in report
 
 
-def test_a_password_in_the_upstream_url_is_never_printed(make_settings: MakeSettings, fake_ollama: FakeOllama) -> None:
+def test_a_password_in_the_upstream_url_is_never_printed(make_settings: MakeSettings, fake_ollama: FakeModel) -> None:
     fake_ollama.models = ["test-model", "pirate-model"]
     url = fake_ollama.url.replace("http://", "http://pi:hunter2@")
     code, report, _ = run_check(make_settings(ollama_url=url))
@@ -241,9 +240,9 @@ def test_the_command_refuses_a_wrong_setting_in_one_line(prompts_dir: Path, tmp_
 
 
 @pytest.fixture
-def openai_agent(prompts_dir: Path) -> Iterator[FakeOpenAI]:
+def openai_agent(prompts_dir: Path) -> Iterator[FakeModel]:
     """A third agent, `llama`, on a fake OpenAI-compatible server that wants a key."""
-    with FakeOpenAI() as fake:
+    with FakeModel(models=["fake-model"]) as fake:
         fake.api_key = "sk-check"
         (prompts_dir / "llama.md").write_text(
             f"---\nprovider: openai\nurl: {fake.url}\nmodel: fake-model\napi_key_env: CHECK_LLAMA_KEY\n---\nHi\n",
@@ -253,7 +252,7 @@ def openai_agent(prompts_dir: Path) -> Iterator[FakeOpenAI]:
 
 
 def test_an_openai_agent_is_checked_on_its_own_server_and_not_looked_for_in_ollama(
-    make_settings: MakeSettings, fake_ollama: FakeOllama, openai_agent: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+    make_settings: MakeSettings, fake_ollama: FakeModel, openai_agent: FakeModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CHECK_LLAMA_KEY", "sk-check")
     fake_ollama.models = ["test-model", "pirate-model"]
@@ -268,7 +267,7 @@ def test_an_openai_agent_is_checked_on_its_own_server_and_not_looked_for_in_olla
 
 
 def test_an_openai_server_that_is_down_or_a_missing_key_is_a_problem_with_its_fix(
-    make_settings: MakeSettings, fake_ollama: FakeOllama, openai_agent: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+    make_settings: MakeSettings, fake_ollama: FakeModel, openai_agent: FakeModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, _, problems = run_check(make_settings())
     assert problems == [

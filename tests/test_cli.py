@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.fake_ollama import FakeOllama
+from bench.fakemodel import FakeModel
 from tests.servers import free_port, start_piagent, wait_until_serving
 
 
@@ -28,7 +28,7 @@ def base_env(prompts_dir: Path, **extra: str) -> dict[str, str]:
 
 
 def test_serve_answers_and_logs_one_line_per_request_without_the_content(
-    prompts_dir: Path, fake_ollama: FakeOllama, tmp_path: Path
+    prompts_dir: Path, fake_ollama: FakeModel, tmp_path: Path
 ) -> None:
     port = free_port()
     key = "alpha-0123456789-abcdefghij"
@@ -87,7 +87,7 @@ def test_config_prints_the_resolved_settings(prompts_dir: Path, tmp_path: Path) 
 
 
 def test_serves_without_httptools_and_uvloop_as_on_a_pi_without_their_wheels(
-    prompts_dir: Path, fake_ollama: FakeOllama, tmp_path: Path
+    prompts_dir: Path, fake_ollama: FakeModel, tmp_path: Path
 ) -> None:
     port = free_port()
     env = base_env(prompts_dir, PIAGENT_PORT=str(port), PIAGENT_OLLAMA_URL=fake_ollama.url)

@@ -10,9 +10,9 @@ import httpx
 import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bench.fakemodel import FakeModel, Script
 from piagent import create_app
 from tests.conftest import MakeSettings
-from tests.fake_ollama import FakeOllama, Script
 from tests.servers import serve_in_thread
 
 
@@ -129,7 +129,7 @@ def test_each_caller_sees_only_their_own_conversations(http: httpx.Client) -> No
     assert http.get(f"/conversations/{bobs}", headers={"X-Test-Owner": "bob"}).json()["turns"][0]["text"] == "bob's"
 
 
-def test_a_stream_the_client_abandons_is_listed_as_interrupted(http: httpx.Client, fake_ollama: FakeOllama) -> None:
+def test_a_stream_the_client_abandons_is_listed_as_interrupted(http: httpx.Client, fake_ollama: FakeModel) -> None:
     fake_ollama.script = Script(tokens=["t"] * 200, delay=0.02)
     with http.stream("POST", "/chat", json={"message": "long", "stream": True}) as response:
         chunks = response.iter_raw()  # kept: a collected iterator closes the connection before `left`

@@ -11,7 +11,7 @@ import httpx
 import msgspec
 import pytest
 
-from tests.fake_ollama import FakeOllama, Script
+from bench.fakemodel import FakeModel, Script
 from tests.servers import Served
 from tests.settle import assert_settled, baseline_tasks
 
@@ -31,7 +31,7 @@ def send_raw_request(url: str, body: dict[str, Any], headers: dict[str, str] | N
 
 
 def test_stream_closes_upstream_when_client_disconnects(
-    served: Served, client: httpx.Client, fake_ollama: FakeOllama
+    served: Served, client: httpx.Client, fake_ollama: FakeModel
 ) -> None:
     baseline = baseline_tasks(served)
     fake_ollama.script = Script(tokens=["t"] * 200, delay=0.05)
@@ -69,7 +69,7 @@ def test_stream_closes_upstream_when_client_disconnects(
     ],
 )
 def test_upstream_closes_when_client_leaves_before_any_byte_is_sent(
-    served: Served, fake_ollama: FakeOllama, script: Script, stream: bool
+    served: Served, fake_ollama: FakeModel, script: Script, stream: bool
 ) -> None:
     baseline = baseline_tasks(served)
     fake_ollama.script = script
@@ -84,7 +84,7 @@ def test_upstream_closes_when_client_leaves_before_any_byte_is_sent(
     assert_settled(served, baseline, fake_ollama)
 
 
-def test_a_client_leaving_before_the_first_token_stores_nothing(server: str, fake_ollama: FakeOllama) -> None:
+def test_a_client_leaving_before_the_first_token_stores_nothing(server: str, fake_ollama: FakeModel) -> None:
     fake_ollama.script = Script(stall_after=0)
     sock = send_raw_request(server, {"message": "hi", "stream": True, "conversation_id": "kept-empty"})
     assert fake_ollama.wait_for_requests(1, timeout=2)
@@ -97,9 +97,7 @@ def test_a_client_leaving_before_the_first_token_stores_nothing(server: str, fak
     assert [m["role"] for m in fake_ollama.chat_requests[-1]["messages"]] == ["system", "user"]
 
 
-def test_a_queued_request_whose_client_leaves_is_dropped_from_the_queue(
-    served: Served, fake_ollama: FakeOllama
-) -> None:
+def test_a_queued_request_whose_client_leaves_is_dropped_from_the_queue(served: Served, fake_ollama: FakeModel) -> None:
     baseline = baseline_tasks(served)
     limiter = served.runtime.chat.limiter
     assert limiter is not None

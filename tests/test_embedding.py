@@ -17,9 +17,9 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
+from bench.fakemodel import FakeModel, Script
 from piagent import create_app
 from tests.conftest import MakeSettings
-from tests.fake_ollama import FakeOllama, Script
 from tests.servers import free_socket, serve_in_thread
 
 
@@ -27,7 +27,7 @@ async def host_home(request: Request) -> PlainTextResponse:
     return PlainTextResponse("the host app")
 
 
-def test_mounted_at_a_prefix_with_the_lifespan_composed(make_settings: MakeSettings, fake_ollama: FakeOllama) -> None:
+def test_mounted_at_a_prefix_with_the_lifespan_composed(make_settings: MakeSettings, fake_ollama: FakeModel) -> None:
     pi = create_app(make_settings())
     host = Starlette(
         routes=[Route("/", host_home), Mount("/pi", app=pi)],
@@ -92,7 +92,7 @@ def serve_with_hypercorn(app: ASGIApp) -> Iterator[str]:
         loop.close()
 
 
-def test_served_by_hypercorn_it_chats_and_streams(make_settings: MakeSettings, fake_ollama: FakeOllama) -> None:
+def test_served_by_hypercorn_it_chats_and_streams(make_settings: MakeSettings, fake_ollama: FakeModel) -> None:
     fake_ollama.script = Script(tokens=["hyper", "corn"])
     with serve_with_hypercorn(create_app(make_settings())) as url, httpx.Client(base_url=url) as client:
         assert client.post("/chat", json={"message": "hi"}).json()["reply"] == "hypercorn"

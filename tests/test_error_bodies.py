@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import msgspec
 
+from bench.fakemodel import FakeModel, Script
 from piagent import create_app
 from tests.conftest import MakeSettings
-from tests.fake_ollama import FakeOllama, Script
 from tests.servers import serve_app
 from tests.test_disconnects import send_raw_request
 
@@ -48,7 +48,7 @@ def assert_clean(response: httpx.Response, status: int, code: str) -> None:
 
 
 def test_every_error_path_has_a_clean_body(
-    make_settings: MakeSettings, fake_ollama: FakeOllama, serve: Any, serve_full: Any
+    make_settings: MakeSettings, fake_ollama: FakeModel, serve: Any, serve_full: Any
 ) -> None:
     key = {"Authorization": f"Bearer {KEY}"}
     ndjson = {**key, "Accept": "application/x-ndjson"}

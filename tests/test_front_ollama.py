@@ -11,8 +11,8 @@ import msgspec
 import ollama
 import pytest
 
+from bench.fakemodel import FakeModel, Script
 from piagent import __version__
-from tests.fake_ollama import FakeOllama, Script
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -41,7 +41,7 @@ def test_version_is_piagents(client: httpx.Client) -> None:
     assert client.get("/api/version").json() == {"version": __version__}
 
 
-def test_a_non_streamed_chat_as_the_client_reads_it(sdk: ollama.Client, fake_ollama: FakeOllama) -> None:
+def test_a_non_streamed_chat_as_the_client_reads_it(sdk: ollama.Client, fake_ollama: FakeModel) -> None:
     fake_ollama.script = Script(tokens=["Ahoy", "!"], prompt_eval_count=12, done_reason="length")
     response = sdk.chat(model="pirate", messages=HI, stream=False, options={"num_predict": 2, "num_ctx": 99999})
     assert response.model == "pirate"
@@ -54,7 +54,7 @@ def test_a_non_streamed_chat_as_the_client_reads_it(sdk: ollama.Client, fake_oll
     assert fake_ollama.chat_requests[-1]["options"] == {"temperature": 0.1, "num_ctx": 512, "num_predict": 2}
 
 
-def test_a_streamed_chat_as_the_client_reads_it(sdk: ollama.Client, fake_ollama: FakeOllama) -> None:
+def test_a_streamed_chat_as_the_client_reads_it(sdk: ollama.Client, fake_ollama: FakeModel) -> None:
     # The package splits lines with str.splitlines(), so U+2028 and friends must travel escaped.
     fake_ollama.script = Script(tokens=["Hel", "lo", " \u2028\u2029\u0085"], prompt_eval_count=9)
     parts = list(sdk.chat(model="general", messages=HI, stream=True))
@@ -65,7 +65,7 @@ def test_a_streamed_chat_as_the_client_reads_it(sdk: ollama.Client, fake_ollama:
     assert (last.done_reason, last.prompt_eval_count, last.eval_count) == ("stop", 9, 3)
 
 
-def test_the_agents_system_prompt_goes_before_the_clients_messages(sdk: ollama.Client, fake_ollama: FakeOllama) -> None:
+def test_the_agents_system_prompt_goes_before_the_clients_messages(sdk: ollama.Client, fake_ollama: FakeModel) -> None:
     messages = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "one"},
@@ -80,7 +80,7 @@ def test_the_agents_system_prompt_goes_before_the_clients_messages(sdk: ollama.C
     assert sent["options"] == {"temperature": 0.5, "num_ctx": 512, "seed": 3, "stop": ["x"], "num_predict": 1024}
 
 
-def test_stream_defaults_to_true_as_in_ollama(client: httpx.Client, fake_ollama: FakeOllama) -> None:
+def test_stream_defaults_to_true_as_in_ollama(client: httpx.Client, fake_ollama: FakeModel) -> None:
     fake_ollama.script = Script(tokens=["a", "b"])
     response = client.post("/api/chat", json={"model": "general", "messages": HI})
     assert response.headers["content-type"] == "application/x-ndjson"
@@ -93,7 +93,7 @@ def test_stream_defaults_to_true_as_in_ollama(client: httpx.Client, fake_ollama:
     assert whole.json()["message"] == {"role": "assistant", "content": "ab"}
 
 
-def test_tokens_arrive_as_they_are_generated(sdk: ollama.Client, fake_ollama: FakeOllama) -> None:
+def test_tokens_arrive_as_they_are_generated(sdk: ollama.Client, fake_ollama: FakeModel) -> None:
     fake_ollama.script = Script(tokens=["a", "b", "c", "d", "e"], delay=0.1)
     started = time.monotonic()
     arrivals = [time.monotonic() - started for p in sdk.chat(model="general", messages=HI, stream=True) if not p.done]
@@ -138,7 +138,7 @@ def test_routing_errors_under_api_use_ollamas_shape(client: httpx.Client) -> Non
     assert client.post("/api/generate", json={}).json() == {"error": "no route for POST /api/generate"}
 
 
-def test_the_client_raises_its_own_errors(sdk: ollama.Client, fake_ollama: FakeOllama) -> None:
+def test_the_client_raises_its_own_errors(sdk: ollama.Client, fake_ollama: FakeModel) -> None:
     with pytest.raises(ollama.ResponseError) as missing:
         sdk.chat(model="nope", messages=HI)
     assert missing.value.status_code == 404
@@ -154,7 +154,7 @@ def test_the_client_raises_its_own_errors(sdk: ollama.Client, fake_ollama: FakeO
     assert received == ["a", "b"]
 
 
-def test_an_upstream_error_before_the_first_token_is_a_status(sdk: ollama.Client, fake_ollama: FakeOllama) -> None:
+def test_an_upstream_error_before_the_first_token_is_a_status(sdk: ollama.Client, fake_ollama: FakeModel) -> None:
     fake_ollama.script = Script(status=503, error="server busy")
     with pytest.raises(ollama.ResponseError) as busy:
         list(sdk.chat(model="general", messages=HI, stream=True))
@@ -163,7 +163,7 @@ def test_an_upstream_error_before_the_first_token_is_a_status(sdk: ollama.Client
 
 
 @pytest.mark.anyio
-async def test_the_async_client_streams_too(server: str, fake_ollama: FakeOllama) -> None:
+async def test_the_async_client_streams_too(server: str, fake_ollama: FakeModel) -> None:
     fake_ollama.script = Script(tokens=["x", "y"])
     client = ollama.AsyncClient(host=server)
     try:

@@ -11,8 +11,8 @@ import msgspec
 import openai
 import pytest
 
+from bench.fakemodel import FakeModel, Script
 from piagent.http.openai_schemas import ChatCompletionChunk, ChunkChoice, ChunkDelta
-from tests.fake_ollama import FakeOllama, Script
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -40,7 +40,7 @@ def test_one_agent_is_retrieved_as_a_model(sdk: openai.OpenAI) -> None:
     assert missing.value.body["code"] == "model_not_found"
 
 
-def test_a_non_streamed_completion_as_the_sdk_reads_it(sdk: openai.OpenAI, fake_ollama: FakeOllama) -> None:
+def test_a_non_streamed_completion_as_the_sdk_reads_it(sdk: openai.OpenAI, fake_ollama: FakeModel) -> None:
     fake_ollama.script = Script(tokens=["Ahoy", "!"], prompt_eval_count=12, done_reason="length")
     completion = sdk.chat.completions.create(model="pirate", messages=HI, max_tokens=2)
     assert completion.object == "chat.completion"
@@ -57,7 +57,7 @@ def test_a_non_streamed_completion_as_the_sdk_reads_it(sdk: openai.OpenAI, fake_
     )
 
 
-def test_the_agents_system_prompt_goes_before_the_clients_messages(sdk: openai.OpenAI, fake_ollama: FakeOllama) -> None:
+def test_the_agents_system_prompt_goes_before_the_clients_messages(sdk: openai.OpenAI, fake_ollama: FakeModel) -> None:
     messages: Any = [
         {"role": "developer", "content": "Be brief."},
         {"role": "user", "content": [{"type": "text", "text": "one "}, {"type": "text", "text": "two"}]},
@@ -84,7 +84,7 @@ def test_the_agents_system_prompt_goes_before_the_clients_messages(sdk: openai.O
     }
 
 
-def test_max_completion_tokens_wins_over_max_tokens(sdk: openai.OpenAI, fake_ollama: FakeOllama) -> None:
+def test_max_completion_tokens_wins_over_max_tokens(sdk: openai.OpenAI, fake_ollama: FakeModel) -> None:
     sdk.chat.completions.create(model="general", messages=HI, max_tokens=50, max_completion_tokens=7)
     assert fake_ollama.chat_requests[-1]["options"] == {"num_predict": 7}
 
@@ -97,7 +97,7 @@ def test_it_is_stateless_nothing_is_remembered(sdk: openai.OpenAI, client: httpx
 
 @pytest.mark.parametrize("include_usage", [pytest.param(True, id="with-usage"), pytest.param(False, id="no-usage")])
 def test_a_streamed_completion_as_the_sdk_reads_it(
-    sdk: openai.OpenAI, fake_ollama: FakeOllama, include_usage: bool
+    sdk: openai.OpenAI, fake_ollama: FakeModel, include_usage: bool
 ) -> None:
     fake_ollama.script = Script(tokens=["Hel", "lo", " \u2028"], prompt_eval_count=9)
     stream = sdk.chat.completions.create(
@@ -119,7 +119,7 @@ def test_a_streamed_completion_as_the_sdk_reads_it(
         assert usage == []
 
 
-def test_tokens_arrive_as_they_are_generated(server: str, fake_ollama: FakeOllama) -> None:
+def test_tokens_arrive_as_they_are_generated(server: str, fake_ollama: FakeModel) -> None:
     fake_ollama.script = Script(tokens=["a", "b", "c", "d", "e"], delay=0.1)
     arrivals = []
     with openai.OpenAI(base_url=f"{server}/v1", api_key="x", max_retries=0) as sdk:
@@ -132,7 +132,7 @@ def test_tokens_arrive_as_they_are_generated(server: str, fake_ollama: FakeOllam
 
 
 def test_the_raw_stream_is_sse_with_done_and_token_chunks_equal_to_the_struct_encoding(
-    client: httpx.Client, fake_ollama: FakeOllama
+    client: httpx.Client, fake_ollama: FakeModel
 ) -> None:
     fake_ollama.script = Script(tokens=['"quoted" \\ and </script>'])
     response = client.post("/v1/chat/completions", json={"model": "general", "messages": HI, "stream": True})
@@ -220,7 +220,7 @@ def test_routing_errors_under_v1_use_openais_shape_too(
     assert response.json()["error"]["type"] == "invalid_request_error"
 
 
-def test_the_sdk_raises_its_own_errors(sdk: openai.OpenAI, fake_ollama: FakeOllama) -> None:
+def test_the_sdk_raises_its_own_errors(sdk: openai.OpenAI, fake_ollama: FakeModel) -> None:
     with pytest.raises(openai.NotFoundError) as missing:
         sdk.chat.completions.create(model="nope", messages=HI)
     assert "known agents: general, pirate" in missing.value.message
@@ -233,7 +233,7 @@ def test_the_sdk_raises_its_own_errors(sdk: openai.OpenAI, fake_ollama: FakeOlla
     assert "ollama: model 'pirate-model' not found (HTTP 404)" in upstream.value.message
 
 
-def test_a_mid_stream_upstream_error_reaches_the_sdk_as_an_error(sdk: openai.OpenAI, fake_ollama: FakeOllama) -> None:
+def test_a_mid_stream_upstream_error_reaches_the_sdk_as_an_error(sdk: openai.OpenAI, fake_ollama: FakeModel) -> None:
     fake_ollama.script = Script(tokens=["a", "b", "c"], error_after=2, error="out of memory")
     received: list[str | None] = []
 
@@ -260,7 +260,7 @@ def test_an_unreachable_upstream_is_503_in_openais_shape(serve: Any) -> None:
     }
 
 
-def test_the_stream_closes_upstream_when_the_client_leaves(server: str, fake_ollama: FakeOllama) -> None:
+def test_the_stream_closes_upstream_when_the_client_leaves(server: str, fake_ollama: FakeModel) -> None:
     fake_ollama.script = Script(tokens=["t"] * 200, delay=0.05)
     with openai.OpenAI(base_url=f"{server}/v1", api_key="x", max_retries=0) as sdk:
         stream = sdk.chat.completions.create(model="general", messages=HI, stream=True)
@@ -273,7 +273,7 @@ def test_the_stream_closes_upstream_when_the_client_leaves(server: str, fake_oll
 
 
 @pytest.mark.anyio
-async def test_the_async_sdk_streams_too(server: str, fake_ollama: FakeOllama) -> None:
+async def test_the_async_sdk_streams_too(server: str, fake_ollama: FakeModel) -> None:
     fake_ollama.script = Script(tokens=["x", "y"])
     async with openai.AsyncOpenAI(base_url=f"{server}/v1", api_key="x", max_retries=0) as sdk:
         stream = await sdk.chat.completions.create(model="general", messages=HI, stream=True)

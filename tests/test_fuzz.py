@@ -9,7 +9,7 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.fake_ollama import FakeOllama
+from bench.fakemodel import FakeModel
 
 FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -48,7 +48,7 @@ def assert_answered(response: httpx.Response) -> None:
         assert error["message"]
 
 
-def test_any_json_body_gets_a_2xx_or_a_4xx_json_error(client: httpx.Client, fake_ollama: FakeOllama) -> None:
+def test_any_json_body_gets_a_2xx_or_a_4xx_json_error(client: httpx.Client, fake_ollama: FakeModel) -> None:
     @FUZZ
     @given(body=json_values | chat_like)
     def check(body: Any) -> None:

@@ -6,11 +6,11 @@ from typing import Any
 
 import httpx
 
+from bench.fakemodel import FakeModel
 from piagent import __version__
-from tests.fake_ollama import FakeOllama
 
 
-def test_health_never_touches_the_upstream(client: httpx.Client, fake_ollama: FakeOllama) -> None:
+def test_health_never_touches_the_upstream(client: httpx.Client, fake_ollama: FakeModel) -> None:
     response = client.get("/health")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "version": __version__, "agents": 2, "conversations": 0}
@@ -23,7 +23,7 @@ def test_health_counts_conversations(client: httpx.Client) -> None:
     assert client.get("/health").json()["conversations"] == 2
 
 
-def test_deep_health_asks_the_upstream(client: httpx.Client, fake_ollama: FakeOllama) -> None:
+def test_deep_health_asks_the_upstream(client: httpx.Client, fake_ollama: FakeModel) -> None:
     response = client.get("/health", params={"deep": "1"})
     assert response.status_code == 200
     assert response.json()["upstreams"] == [{"name": "ollama", "status": "ok", "version": "0.12.0", "in_flight": 0}]

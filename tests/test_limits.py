@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from tests.fake_ollama import FakeOllama, Script
+from bench.fakemodel import FakeModel, Script
 from tests.settle import assert_settled, baseline_tasks
 from tests.test_disconnects import send_raw_request
 
@@ -35,7 +35,7 @@ def read_response(sock: socket.socket) -> tuple[bytes, bytes]:
     return head, body
 
 
-def test_past_the_queue_the_answer_is_503_busy_with_retry_after(serve_full: Any, fake_ollama: FakeOllama) -> None:
+def test_past_the_queue_the_answer_is_503_busy_with_retry_after(serve_full: Any, fake_ollama: FakeModel) -> None:
     fake_ollama.script = Script(stall_after=0)
     with serve_full(max_concurrent=1, max_queue=1) as served, httpx.Client(base_url=served.url) as client:
         baseline = baseline_tasks(served)
@@ -62,7 +62,7 @@ def test_past_the_queue_the_answer_is_503_busy_with_retry_after(serve_full: Any,
     assert [body["messages"][-1]["content"] for body in fake_ollama.chat_requests] == ["running", "queued"]
 
 
-def test_with_no_queue_a_second_generation_is_busy_at_once(serve_full: Any, fake_ollama: FakeOllama) -> None:
+def test_with_no_queue_a_second_generation_is_busy_at_once(serve_full: Any, fake_ollama: FakeModel) -> None:
     fake_ollama.script = Script(stall_after=0)
     with serve_full(max_concurrent=1, max_queue=0) as served, httpx.Client(base_url=served.url) as client:
         running = send_raw_request(served.url, {"message": "running", "stream": True})
@@ -74,7 +74,7 @@ def test_with_no_queue_a_second_generation_is_busy_at_once(serve_full: Any, fake
         assert client.post("/chat", json={"message": "room again"}).status_code == 200
 
 
-def test_two_slots_run_two_generations_side_by_side(serve_full: Any, fake_ollama: FakeOllama) -> None:
+def test_two_slots_run_two_generations_side_by_side(serve_full: Any, fake_ollama: FakeModel) -> None:
     fake_ollama.script = Script(stall_after=0)
     with serve_full(max_concurrent=2, max_queue=0) as served:
         first = send_raw_request(served.url, {"message": "one", "stream": True})
@@ -86,7 +86,7 @@ def test_two_slots_run_two_generations_side_by_side(serve_full: Any, fake_ollama
 
 
 def test_an_agent_that_sets_its_own_length_is_not_given_the_default_cap(
-    prompts_dir: Path, serve: Any, fake_ollama: FakeOllama
+    prompts_dir: Path, serve: Any, fake_ollama: FakeModel
 ) -> None:
     (prompts_dir / "essay.md").write_text("---\noptions:\n  num_predict: 4096\n---\nWrite long.\n", encoding="utf-8")
     with serve(max_tokens=256) as url, httpx.Client(base_url=url) as client:

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fake_ollama import FakeOllama
+from bench.fakemodel import FakeModel
 
 DEPTH = 10_000
 
@@ -69,7 +69,7 @@ def ollama_shape(error: Any) -> None:
     ],
 )
 def test_deep_nesting_is_a_client_error_in_the_doors_shape(
-    serve: Any, fake_ollama: FakeOllama, path: str, content: str, shape: Any
+    serve: Any, fake_ollama: FakeModel, path: str, content: str, shape: Any
 ) -> None:
     with serve(max_body_bytes=1024 * 1024) as url, httpx.Client(base_url=url, timeout=10) as client:
         response = client.post(path, content=content.encode(), headers={"Content-Type": "application/json"})

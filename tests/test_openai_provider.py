@@ -13,11 +13,11 @@ import msgspec
 import pytest
 import respx
 
+from bench.fakemodel import FakeModel, Script
 from piagent.exceptions import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from piagent.providers.base import Completion, Message
 from piagent.providers.openai import OpenAIProvider, openai_base
 from piagent.providers.pool import UpstreamPool
-from tests.fake_openai import FakeOpenAI, OpenAIScript
 from tests.upstream import Chunks, cut, openai_events
 
 pytestmark = pytest.mark.anyio
@@ -241,8 +241,8 @@ async def test_check_asks_for_the_model_list_and_reports_the_failure(client: htt
 
 
 @pytest.fixture
-def fake_openai() -> AsyncIterator[FakeOpenAI]:  # type: ignore[misc]
-    with FakeOpenAI() as fake:
+def fake_openai() -> AsyncIterator[FakeModel]:  # type: ignore[misc]
+    with FakeModel(models=["fake-model"]) as fake:
         yield fake
     assert fake.errors == [], "the fake OpenAI server itself failed"
 
@@ -250,22 +250,20 @@ def fake_openai() -> AsyncIterator[FakeOpenAI]:  # type: ignore[misc]
 @pytest.mark.parametrize(
     "script",
     [
-        pytest.param(OpenAIScript(tokens=["a", "\u2028", "c"]), id="plain"),
-        pytest.param(OpenAIScript(tokens=["a", "\u2028", "c"], crlf=True), id="crlf"),
-        pytest.param(OpenAIScript(tokens=["a", "\u2028", "c"], comments=True, crlf=True), id="comments"),
+        pytest.param(Script(tokens=["a", "\u2028", "c"]), id="plain"),
+        pytest.param(Script(tokens=["a", "\u2028", "c"], crlf=True), id="crlf"),
+        pytest.param(Script(tokens=["a", "\u2028", "c"], comments=True, crlf=True), id="comments"),
     ],
 )
-async def test_it_streams_from_a_real_server_as_each_token_is_sent(
-    fake_openai: FakeOpenAI, script: OpenAIScript
-) -> None:
+async def test_it_streams_from_a_real_server_as_each_token_is_sent(fake_openai: FakeModel, script: Script) -> None:
     fake_openai.script = script
     async with httpx.AsyncClient() as http:
         items = await run(OpenAIProvider(http, UpstreamPool.from_urls("openai", [fake_openai.url])))
     assert items == ["a", "\u2028", "c", Completion("stop", 7, 3)]
 
 
-async def test_a_server_that_sends_no_usage_gives_zero_counts(fake_openai: FakeOpenAI) -> None:
-    fake_openai.script = OpenAIScript(tokens=["a"], usage=False, done_reason="length")
+async def test_a_server_that_sends_no_usage_gives_zero_counts(fake_openai: FakeModel) -> None:
+    fake_openai.script = Script(tokens=["a"], usage=False, done_reason="length")
     async with httpx.AsyncClient() as http:
         assert await run(OpenAIProvider(http, UpstreamPool.from_urls("openai", [fake_openai.url]))) == [
             "a",
@@ -273,7 +271,7 @@ async def test_a_server_that_sends_no_usage_gives_zero_counts(fake_openai: FakeO
         ]
 
 
-async def test_a_server_wanting_a_key_answers_401_without_it_and_streams_with_it(fake_openai: FakeOpenAI) -> None:
+async def test_a_server_wanting_a_key_answers_401_without_it_and_streams_with_it(fake_openai: FakeModel) -> None:
     fake_openai.api_key = "sk-test"
     async with httpx.AsyncClient() as http:
         with pytest.raises(UpstreamError, match=r"openai: Invalid API key \(HTTP 401\)"):
@@ -289,8 +287,8 @@ async def test_a_server_wanting_a_key_answers_401_without_it_and_streams_with_it
         ]
 
 
-async def test_a_mid_stream_error_event_from_a_real_server(fake_openai: FakeOpenAI) -> None:
-    fake_openai.script = OpenAIScript(tokens=["a", "b", "c"], error_after=2, error="KV cache full")
+async def test_a_mid_stream_error_event_from_a_real_server(fake_openai: FakeModel) -> None:
+    fake_openai.script = Script(tokens=["a", "b", "c"], error_after=2, error="KV cache full")
     received: list[object] = []
     async with httpx.AsyncClient() as http:
         with pytest.raises(UpstreamError, match="openai: KV cache full"):
@@ -298,8 +296,8 @@ async def test_a_mid_stream_error_event_from_a_real_server(fake_openai: FakeOpen
     assert received == ["a", "b"]
 
 
-async def test_the_connection_goes_back_to_the_pool_for_the_next_request(fake_openai: FakeOpenAI) -> None:
-    fake_openai.script = OpenAIScript(tokens=["a", "b"])
+async def test_the_connection_goes_back_to_the_pool_for_the_next_request(fake_openai: FakeModel) -> None:
+    fake_openai.script = Script(tokens=["a", "b"])
     async with httpx.AsyncClient() as http:
         provider = OpenAIProvider(http, UpstreamPool.from_urls("openai", [fake_openai.url]))
         for _ in range(3):
@@ -310,16 +308,14 @@ async def test_the_connection_goes_back_to_the_pool_for_the_next_request(fake_op
 @pytest.mark.parametrize(
     ("script", "message"),
     [
+        pytest.param(Script(stall_before_headers=True), "openai did not start its reply within 0.3 s", id="first"),
         pytest.param(
-            OpenAIScript(stall_before_headers=True), "openai did not start its reply within 0.3 s", id="first"
-        ),
-        pytest.param(
-            OpenAIScript(tokens=["a", "b"], stall_after=1), "openai went silent for 0.5 s after starting", id="idle"
+            Script(tokens=["a", "b"], stall_after=1), "openai went silent for 0.5 s after starting", id="idle"
         ),
     ],
 )
 async def test_first_token_and_idle_timeouts_are_told_apart(
-    fake_openai: FakeOpenAI, script: OpenAIScript, message: str
+    fake_openai: FakeModel, script: Script, message: str
 ) -> None:
     fake_openai.script = script
     async with httpx.AsyncClient(timeout=httpx.Timeout(0.5, connect=2)) as http:

@@ -13,11 +13,11 @@ from openapi_spec_validator import validate
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 
+from bench.fakemodel import FakeModel
 from piagent import __version__, create_app
 from piagent.http.page import load_chat_page
 from piagent.http.routes import API, build_routes
 from tests.conftest import MakeSettings
-from tests.fake_ollama import FakeOllama
 from tests.servers import serve_in_thread
 
 
@@ -96,7 +96,7 @@ def _rewrite(value: Any, old: str, new: str) -> Any:
 
 
 def test_real_bodies_validate_against_the_documented_schemas(
-    document: dict[str, Any], client: httpx.Client, fake_ollama: FakeOllama
+    document: dict[str, Any], client: httpx.Client, fake_ollama: FakeModel
 ) -> None:
     hi = [{"role": "user", "content": "hi"}]
     cases = [
@@ -132,7 +132,7 @@ def test_real_bodies_validate_against_the_documented_schemas(
     check("ChatCompletionRequest", request)
 
 
-def test_a_mounted_app_names_its_prefix_as_the_server(make_settings: MakeSettings, fake_ollama: FakeOllama) -> None:
+def test_a_mounted_app_names_its_prefix_as_the_server(make_settings: MakeSettings, fake_ollama: FakeModel) -> None:
     pi = create_app(make_settings())
     host = Starlette(routes=[Mount("/pi", app=pi)], lifespan=pi.router.lifespan_context)
     with serve_in_thread(host) as url:

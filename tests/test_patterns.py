@@ -13,9 +13,9 @@ import msgspec
 import pytest
 
 import piagent
+from bench.fakemodel import FakeModel
 from piagent.http.openapi import build_openapi
 from piagent.http.routes import API
-from tests.fake_ollama import FakeOllama
 
 # One string each pattern is meant to accept; a new pattern needs its sample here (the test says so).
 SAMPLES = ("abc", "a-b_1", "OPENAI_KEY")
@@ -85,7 +85,7 @@ def test_openapi_spells_the_patterns_for_json_schema() -> None:
 
 
 def test_a_conversation_id_with_a_trailing_newline_is_422_and_nothing_happens(
-    client: httpx.Client, fake_ollama: FakeOllama
+    client: httpx.Client, fake_ollama: FakeModel
 ) -> None:
     response = client.post("/chat", json={"message": "hi", "conversation_id": "abc\n"})
     assert response.status_code == 422

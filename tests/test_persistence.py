@@ -15,12 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fake_ollama import FakeOllama
+from bench.fakemodel import FakeModel
 from tests.servers import free_port, start_piagent, wait_until_serving
 
 
 @contextmanager
-def piagent_process(memory_url: str, fake: FakeOllama, prompts: Path, workdir: Path) -> Iterator[str]:
+def piagent_process(memory_url: str, fake: FakeModel, prompts: Path, workdir: Path) -> Iterator[str]:
     """`python -m piagent` on a free port, configured only through its environment; yields its URL."""
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("PIAGENT_")}
@@ -61,7 +61,7 @@ def chat(url: str, message: str, conversation_id: str | None = None) -> dict[str
     [pytest.param("sqlite", True, id="sqlite-remembers"), pytest.param("memory", False, id="memory-forgets")],
 )
 def test_a_restart_keeps_the_conversation_only_on_sqlite(
-    fake_ollama: FakeOllama, prompts_dir: Path, tmp_path: Path, backend: str, remembered: bool
+    fake_ollama: FakeModel, prompts_dir: Path, tmp_path: Path, backend: str, remembered: bool
 ) -> None:
     memory_url = f"sqlite:///{tmp_path}/piagent.db" if backend == "sqlite" else "memory://"
     with piagent_process(memory_url, fake_ollama, prompts_dir, tmp_path) as url:
@@ -76,7 +76,7 @@ def test_a_restart_keeps_the_conversation_only_on_sqlite(
 
 
 def test_two_processes_sharing_redis_continue_each_others_conversations(
-    fake_ollama: FakeOllama, prompts_dir: Path, tmp_path: Path, redis_url: str
+    fake_ollama: FakeModel, prompts_dir: Path, tmp_path: Path, redis_url: str
 ) -> None:
     with (
         piagent_process(redis_url, fake_ollama, prompts_dir, tmp_path) as first,

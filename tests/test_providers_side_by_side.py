@@ -11,26 +11,25 @@ import msgspec
 import openai
 import pytest
 
+from bench.fakemodel import FakeModel, Script
 from piagent import Settings, create_app
 from piagent.agents import load_agents
 from piagent.exceptions import SettingsError
 from piagent.providers.factory import ProviderSpec, build_providers, provider_specs
-from tests.fake_ollama import FakeOllama, Script
-from tests.fake_openai import FakeOpenAI, OpenAIScript
 from tests.servers import serve_in_thread
 
 HI = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture
-def fake_openai() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
+def fake_openai() -> Iterator[FakeModel]:
+    with FakeModel(models=["fake-model"]) as fake:
         yield fake
     assert fake.errors == [], "the fake OpenAI server itself failed"
 
 
 @pytest.fixture
-def two_agents(prompts_dir: Path, fake_openai: FakeOpenAI) -> Path:
+def two_agents(prompts_dir: Path, fake_openai: FakeModel) -> Path:
     """`general` on Ollama (the settings' default) and `llama` on the fake OpenAI server, with its own key."""
     (prompts_dir / "llama.md").write_text(
         f"---\ndescription: On llama.cpp.\nprovider: openai\nurl: {fake_openai.url}/v1\nmodel: gemma-3-270m\n"
@@ -49,10 +48,10 @@ def url(two_agents: Path, make_settings: Any) -> Iterator[str]:
 
 
 def test_chat_reaches_each_agents_own_upstream_with_its_model_and_key(
-    url: str, fake_ollama: FakeOllama, fake_openai: FakeOpenAI
+    url: str, fake_ollama: FakeModel, fake_openai: FakeModel
 ) -> None:
     fake_ollama.script = Script(tokens=["from ", "ollama"])
-    fake_openai.script = OpenAIScript(tokens=["from ", "llama"], prompt_eval_count=3)
+    fake_openai.script = Script(tokens=["from ", "llama"], prompt_eval_count=3)
     with httpx.Client(base_url=url, timeout=10) as client:
         on_ollama = client.post("/chat", json={"message": "hi"}).json()
         on_llama = client.post("/chat", json={"message": "hi", "agent": "llama"}).json()
@@ -81,9 +80,9 @@ def test_chat_reaches_each_agents_own_upstream_with_its_model_and_key(
     assert all("authorization" not in r.headers for r in fake_ollama.requests)
 
 
-def test_every_door_serves_both_agents(url: str, fake_ollama: FakeOllama, fake_openai: FakeOpenAI) -> None:
+def test_every_door_serves_both_agents(url: str, fake_ollama: FakeModel, fake_openai: FakeModel) -> None:
     fake_ollama.script = Script(tokens=["O"])
-    fake_openai.script = OpenAIScript(tokens=["L"])
+    fake_openai.script = Script(tokens=["L"])
     with openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0) as sdk:
         assert [m.id for m in sdk.models.list()] == ["general", "llama", "pirate"]
         for agent, text in (("general", "O"), ("llama", "L")):
@@ -107,9 +106,9 @@ def test_deep_health_reports_each_upstream_by_name(url: str) -> None:
 
 
 def test_a_mid_stream_error_from_the_openai_upstream_ends_the_sse_stream_with_an_error_event(
-    url: str, fake_openai: FakeOpenAI
+    url: str, fake_openai: FakeModel
 ) -> None:
-    fake_openai.script = OpenAIScript(tokens=["a", "b"], error_after=1, error="llama crashed")
+    fake_openai.script = Script(tokens=["a", "b"], error_after=1, error="llama crashed")
     response = httpx.post(
         f"{url}/chat",
         json={"message": "hi", "agent": "llama", "stream": True},
@@ -130,7 +129,7 @@ def test_an_unset_api_key_variable_stops_start_up_naming_agent_and_variable(
 
 
 def test_the_settings_choose_the_provider_url_and_key_of_agents_that_name_none(
-    prompts_dir: Path, fake_openai: FakeOpenAI
+    prompts_dir: Path, fake_openai: FakeModel
 ) -> None:
     fake_openai.api_key = "sk-default"
     settings = Settings(

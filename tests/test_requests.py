@@ -8,13 +8,13 @@ import httpx
 import msgspec
 import pytest
 
+from bench.fakemodel import FakeModel
 from piagent.exceptions import ValidationFailed
 from piagent.http.ollama_schemas import OllamaChatResponse, OllamaReplyMessage
 from piagent.http.requests import decode_body
 from piagent.http.responses import ENCODER, openai_error
 from piagent.http.streaming import token_template
 from piagent.schemas import ChatRequest
-from tests.fake_ollama import FakeOllama
 
 
 @pytest.mark.parametrize(
@@ -83,7 +83,7 @@ from tests.fake_ollama import FakeOllama
 )
 def test_bad_requests_get_a_json_error(
     client: httpx.Client,
-    fake_ollama: FakeOllama,
+    fake_ollama: FakeModel,
     content: bytes,
     headers: dict[str, str],
     status: int,

@@ -14,10 +14,10 @@ import httpx
 import msgspec
 import pytest
 
+from bench.fakemodel import FakeModel, Script
 from piagent import create_app
 from piagent.server import build_server
 from tests.conftest import MakeSettings
-from tests.fake_ollama import FakeOllama, Script
 from tests.servers import free_port, serve_app, start_piagent, wait_until_serving
 from tests.test_cli import base_env
 
@@ -46,7 +46,7 @@ def events(text: str) -> list[dict[str, Any]]:
 
 
 def test_on_shutdown_the_queue_is_refused_and_long_replies_are_ended_after_the_grace_period(
-    make_settings: MakeSettings, fake_ollama: FakeOllama
+    make_settings: MakeSettings, fake_ollama: FakeModel
 ) -> None:
     fake_ollama.script = SHORT
     fake_ollama.scripts = {"pirate-model": LONG}
@@ -104,7 +104,7 @@ def test_on_shutdown_the_queue_is_refused_and_long_replies_are_ended_after_the_g
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is a POSIX signal")
 def test_sigterm_stops_accepting_finishes_or_ends_replies_and_exits(
-    prompts_dir: Path, fake_ollama: FakeOllama, tmp_path: Path
+    prompts_dir: Path, fake_ollama: FakeModel, tmp_path: Path
 ) -> None:
     fake_ollama.script = SHORT
     fake_ollama.scripts = {"pirate-model": LONG}

@@ -11,7 +11,7 @@ import httpx
 import msgspec
 import pytest
 
-from tests.fake_ollama import FakeOllama, Script
+from bench.fakemodel import FakeModel, Script
 from tests.redis_server import REDIS_SERVER, SKIP_REASON, RedisServer
 from tests.servers import free_socket
 
@@ -28,7 +28,7 @@ def down_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 def test_a_down_store_gets_503_naming_it_and_the_model_is_never_asked(
-    serve: Any, fake_ollama: FakeOllama, down_url: str
+    serve: Any, fake_ollama: FakeModel, down_url: str
 ) -> None:
     name = down_url.partition(":")[0]
     with serve(memory_url=down_url) as url, httpx.Client(base_url=url, timeout=10) as client:
@@ -84,7 +84,7 @@ needs_redis = pytest.mark.skipif(REDIS_SERVER is None, reason=SKIP_REASON)
 
 
 @needs_redis
-def test_redis_dying_during_a_json_reply_is_a_503_not_a_500(serve: Any, fake_ollama: FakeOllama) -> None:
+def test_redis_dying_during_a_json_reply_is_a_503_not_a_500(serve: Any, fake_ollama: FakeModel) -> None:
     with RedisServer() as redis_server, serve(memory_url=redis_server.url) as url:
         fake_ollama.script = Script(tokens=["a", "b", "c", "d"], delay=0.1)
         with httpx.Client(base_url=url, timeout=10) as client:
@@ -101,7 +101,7 @@ def test_redis_dying_during_a_json_reply_is_a_503_not_a_500(serve: Any, fake_oll
 
 
 @needs_redis
-def test_redis_dying_during_a_stream_ends_it_with_a_store_error_event(serve: Any, fake_ollama: FakeOllama) -> None:
+def test_redis_dying_during_a_stream_ends_it_with_a_store_error_event(serve: Any, fake_ollama: FakeModel) -> None:
     with RedisServer() as redis_server, serve(memory_url=redis_server.url) as url:
         fake_ollama.script = Script(tokens=["a", "b", "c", "d"], delay=0.1)
         body = {"message": "hi", "stream": True}

@@ -14,10 +14,10 @@ import httpx
 import msgspec
 import pytest
 
+from bench.fakemodel import FakeModel, Script
 from piagent import Settings, create_app
 from piagent.http.app import upstream_transport
 from piagent.transport import BUFFER_LIMIT, HTTPToolsTransport, ResponseStream
-from tests.fake_ollama import FakeOllama, Script
 from tests.servers import serve_in_thread
 from tests.upstream import ollama_lines
 
@@ -95,7 +95,7 @@ def ok(body: bytes, extra: bytes = b"") -> bytes:
 # ---------------------------------------------------------------------------------------------- streaming
 
 
-async def test_streamed_chunks_arrive_as_the_server_sends_them(fake_ollama: FakeOllama) -> None:
+async def test_streamed_chunks_arrive_as_the_server_sends_them(fake_ollama: FakeModel) -> None:
     fake_ollama.script = Script(tokens=["a", "b", "c"], delay=0.15)
     arrivals: list[tuple[float, bytes]] = []
     async with client_for() as (client, _), client.stream("POST", f"{fake_ollama.url}/api/chat", json=CHAT) as response:
@@ -110,7 +110,7 @@ async def test_streamed_chunks_arrive_as_the_server_sends_them(fake_ollama: Fake
     assert all(gap > 0.075 for gap in gaps), gaps  # each line came when it was sent, not all at the end
 
 
-async def test_keep_alive_connection_is_reused_across_requests(fake_ollama: FakeOllama) -> None:
+async def test_keep_alive_connection_is_reused_across_requests(fake_ollama: FakeModel) -> None:
     async with client_for() as (client, transport):
         for _ in range(3):
             async with client.stream("POST", f"{fake_ollama.url}/api/chat", json=CHAT) as response:
@@ -131,7 +131,7 @@ async def test_keep_alive_connection_is_reused_across_requests(fake_ollama: Fake
     ],
 )
 async def test_content_length_bodies_are_read_whole(
-    fake_ollama: FakeOllama, method: str, path: str, body: Any, expected: bytes
+    fake_ollama: FakeModel, method: str, path: str, body: Any, expected: bytes
 ) -> None:
     async with client_for() as (client, transport):
         response = await client.request(method, f"{fake_ollama.url}{path}", json=body)
@@ -142,7 +142,7 @@ async def test_content_length_bodies_are_read_whole(
         assert transport.idle_connections == 1
 
 
-async def test_a_head_request_ends_at_the_headers_and_keeps_the_connection(fake_ollama: FakeOllama) -> None:
+async def test_a_head_request_ends_at_the_headers_and_keeps_the_connection(fake_ollama: FakeModel) -> None:
     async with client_for() as (client, _):
         head = await client.head(f"{fake_ollama.url}/")
         assert head.status_code == 200
@@ -183,7 +183,7 @@ async def test_informational_responses_are_skipped() -> None:
         assert "link" not in response.headers
 
 
-async def test_a_request_body_of_unknown_length_is_sent_chunked(fake_ollama: FakeOllama) -> None:
+async def test_a_request_body_of_unknown_length_is_sent_chunked(fake_ollama: FakeModel) -> None:
     async def body() -> AsyncIterator[bytes]:
         yield msgspec.json.encode({**CHAT, "stream": False})[:10]
         yield msgspec.json.encode({**CHAT, "stream": False})[10:]
@@ -195,7 +195,7 @@ async def test_a_request_body_of_unknown_length_is_sent_chunked(fake_ollama: Fak
     assert fake_ollama.chat_requests[-1] == {**CHAT, "stream": False}
 
 
-async def test_a_response_asked_to_close_the_connection_is_not_reused(fake_ollama: FakeOllama) -> None:
+async def test_a_response_asked_to_close_the_connection_is_not_reused(fake_ollama: FakeModel) -> None:
     async with client_for() as (client, transport):
         await client.get(f"{fake_ollama.url}/api/version", headers={"Connection": "close"})
         assert transport.connections == 0
@@ -246,7 +246,7 @@ async def read_chat(client: httpx.AsyncClient, url: str, statuses: list[int]) ->
     ],
 )
 async def test_a_reset_connection_raises_a_transport_error(
-    fake_ollama: FakeOllama, script: Script, statuses: list[int]
+    fake_ollama: FakeModel, script: Script, statuses: list[int]
 ) -> None:
     fake_ollama.script = script
     seen: list[int] = []
@@ -290,7 +290,7 @@ async def test_a_server_closing_early_or_breaking_http_raises_remote_protocol_er
     ],
 )
 async def test_a_stalled_server_raises_read_timeout_and_loses_the_connection(
-    fake_ollama: FakeOllama, script: Script
+    fake_ollama: FakeModel, script: Script
 ) -> None:
     fake_ollama.script = script
     async with client_for(timeouts=httpx.Timeout(5.0, read=0.3)) as (client, transport):
@@ -303,7 +303,7 @@ async def test_a_stalled_server_raises_read_timeout_and_loses_the_connection(
         assert await asyncio.to_thread(fake_ollama.wait_for_client_close, 2, started) is not None
 
 
-async def test_the_read_timeout_bounds_each_wait_not_the_whole_reply(fake_ollama: FakeOllama) -> None:
+async def test_the_read_timeout_bounds_each_wait_not_the_whole_reply(fake_ollama: FakeModel) -> None:
     fake_ollama.script = Script(tokens=["t"] * 6, delay=0.15)
     async with client_for(timeouts=httpx.Timeout(5.0, read=0.4)) as (client, _):
         started = time.monotonic()
@@ -328,7 +328,7 @@ async def test_only_plain_http_is_spoken() -> None:
             await client.get("https://127.0.0.1:1/")
 
 
-async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent(fake_ollama: FakeOllama) -> None:
+async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent(fake_ollama: FakeModel) -> None:
     async with client_for() as (client, _):
         with pytest.raises(httpx.LocalProtocolError):
             await client.get(f"{fake_ollama.url}/", headers={"X-Evil": "a\r\nX-Injected: 1"})
@@ -338,7 +338,7 @@ async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent(fak
 # ---------------------------------------------------------------------------------------------- the pool
 
 
-async def test_a_request_waits_for_a_free_connection_and_then_reuses_it(fake_ollama: FakeOllama) -> None:
+async def test_a_request_waits_for_a_free_connection_and_then_reuses_it(fake_ollama: FakeModel) -> None:
     fake_ollama.script = Script(tokens=["t"] * 4, delay=0.05)
     limits = httpx.Limits(max_connections=1)
     async with client_for(limits) as (client, _):
@@ -351,7 +351,7 @@ async def test_a_request_waits_for_a_free_connection_and_then_reuses_it(fake_oll
     assert fake_ollama.connection_count == 1
 
 
-async def test_waiting_longer_than_the_pool_timeout_raises_pool_timeout(fake_ollama: FakeOllama) -> None:
+async def test_waiting_longer_than_the_pool_timeout_raises_pool_timeout(fake_ollama: FakeModel) -> None:
     fake_ollama.script = Script(tokens=["t"] * 20, delay=0.05)
     async with client_for(httpx.Limits(max_connections=1), httpx.Timeout(5.0, pool=0.2)) as (client, transport):
         async with client.stream("POST", f"{fake_ollama.url}/api/chat", json=CHAT):
@@ -364,7 +364,7 @@ async def test_waiting_longer_than_the_pool_timeout_raises_pool_timeout(fake_oll
         assert transport.connections == 1
 
 
-async def test_aborting_a_stream_closes_its_connection_at_once(fake_ollama: FakeOllama) -> None:
+async def test_aborting_a_stream_closes_its_connection_at_once(fake_ollama: FakeModel) -> None:
     fake_ollama.script = Script(tokens=["t"] * 200, delay=0.05)
     async with client_for() as (client, transport):
         async with client.stream("POST", f"{fake_ollama.url}/api/chat", json=CHAT) as response:
@@ -380,7 +380,7 @@ async def test_aborting_a_stream_closes_its_connection_at_once(fake_ollama: Fake
     assert fake_ollama.connection_count == 2  # the aborted connection was not reused
 
 
-async def test_cancelling_a_request_closes_its_connection_at_once(fake_ollama: FakeOllama) -> None:
+async def test_cancelling_a_request_closes_its_connection_at_once(fake_ollama: FakeModel) -> None:
     fake_ollama.script = Script(stall_before_headers=True)
     async with client_for() as (client, transport):
         task = asyncio.create_task(client.post(f"{fake_ollama.url}/api/chat", json=CHAT))
@@ -441,7 +441,7 @@ async def test_the_retry_happens_once_only() -> None:
     assert (server.connections, server.requests) == (2, 3)
 
 
-async def test_idle_connections_beyond_the_keep_alive_limit_are_closed(fake_ollama: FakeOllama) -> None:
+async def test_idle_connections_beyond_the_keep_alive_limit_are_closed(fake_ollama: FakeModel) -> None:
     fake_ollama.script = Script(tokens=["t"] * 3, delay=0.05)
     limits = httpx.Limits(max_connections=3, max_keepalive_connections=1)
     async with client_for(limits) as (client, transport):
@@ -453,14 +453,14 @@ async def test_idle_connections_beyond_the_keep_alive_limit_are_closed(fake_olla
     assert fake_ollama.connection_count == 3
 
 
-async def test_an_expired_idle_connection_is_not_reused(fake_ollama: FakeOllama) -> None:
+async def test_an_expired_idle_connection_is_not_reused(fake_ollama: FakeModel) -> None:
     async with client_for(httpx.Limits(keepalive_expiry=0.0)) as (client, _):
         await client.get(f"{fake_ollama.url}/api/version")
         await client.get(f"{fake_ollama.url}/api/version")
     assert fake_ollama.connection_count == 2
 
 
-async def test_a_slow_reader_holds_back_a_fast_server(fake_ollama: FakeOllama) -> None:
+async def test_a_slow_reader_holds_back_a_fast_server(fake_ollama: FakeModel) -> None:
     piece = b"x" * 65536
     fake_ollama.script = Script(raw_body=[piece] * 64)  # 4 MiB, as fast as the socket takes it
     transport = HTTPToolsTransport()
@@ -483,7 +483,7 @@ async def test_a_slow_reader_holds_back_a_fast_server(fake_ollama: FakeOllama) -
     assert max(seen) <= BUFFER_LIMIT + READ_SIZE  # ...and the server was held back, not buffered whole
 
 
-async def test_closing_the_transport_closes_every_connection(fake_ollama: FakeOllama) -> None:
+async def test_closing_the_transport_closes_every_connection(fake_ollama: FakeModel) -> None:
     fake_ollama.script = Script(tokens=["t"] * 100, delay=0.05)
     transport = HTTPToolsTransport()
     client = httpx.AsyncClient(transport=transport)
@@ -524,7 +524,7 @@ def test_an_injected_transport_wins_over_the_fast_one(make_settings: Callable[..
 
 
 def test_the_served_app_closes_its_upstream_connections_on_shutdown(
-    serve: Callable[..., Any], fake_ollama: FakeOllama
+    serve: Callable[..., Any], fake_ollama: FakeModel
 ) -> None:
     with serve() as url, httpx.Client(base_url=url) as client:
         assert client.post("/chat", json={"message": "hi"}).json()["reply"] == "Hello, world!"

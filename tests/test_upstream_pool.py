@@ -10,11 +10,11 @@ import httpx
 import pytest
 import respx
 
+from bench.fakemodel import FakeModel, Script
 from piagent.exceptions import UpstreamError, UpstreamUnavailable
 from piagent.providers.base import Completion, Message
 from piagent.providers.ollama import OllamaProvider
 from piagent.providers.pool import UpstreamPool
-from tests.fake_ollama import FakeOllama, Script
 from tests.upstream import ollama_lines
 
 A, B, C = "http://a.test:11434", "http://b.test:11434", "http://c.test:11434"
@@ -148,13 +148,13 @@ async def test_a_stream_counts_as_in_flight_until_it_ends_or_is_closed(client: h
 
 @pytest.fixture
 def second_ollama() -> Any:
-    with FakeOllama() as fake:
+    with FakeModel() as fake:
         yield fake
     assert fake.errors == []
 
 
 def test_a_second_request_goes_to_the_upstream_that_is_not_busy(
-    serve: Any, fake_ollama: FakeOllama, second_ollama: FakeOllama
+    serve: Any, fake_ollama: FakeModel, second_ollama: FakeModel
 ) -> None:
     slow = Script(tokens=["s"] * 6, delay=0.1)
     fake_ollama.script = second_ollama.script = slow
@@ -180,7 +180,7 @@ def test_a_second_request_goes_to_the_upstream_that_is_not_busy(
 
 
 def test_requests_keep_working_when_one_upstream_refuses_and_health_names_it(
-    serve: Any, fake_ollama: FakeOllama
+    serve: Any, fake_ollama: FakeModel
 ) -> None:
     with serve(ollama_url=f"http://127.0.0.1:9,{fake_ollama.url}") as url, httpx.Client(base_url=url) as client:
         replies = [client.post("/chat", json={"message": "hi"}) for _ in range(4)]
@@ -199,7 +199,7 @@ def test_requests_keep_working_when_one_upstream_refuses_and_health_names_it(
 
 
 def test_concurrent_streams_spread_over_the_upstreams(
-    serve: Any, fake_ollama: FakeOllama, second_ollama: FakeOllama
+    serve: Any, fake_ollama: FakeModel, second_ollama: FakeModel
 ) -> None:
     fake_ollama.script = second_ollama.script = Script(tokens=["t"] * 4, delay=0.05)
     results: list[str] = []
@@ -218,7 +218,7 @@ def test_concurrent_streams_spread_over_the_upstreams(
 
 
 @pytest.mark.anyio
-async def test_the_connection_goes_back_to_the_pool_for_the_next_request(fake_ollama: FakeOllama) -> None:
+async def test_the_connection_goes_back_to_the_pool_for_the_next_request(fake_ollama: FakeModel) -> None:
     async with httpx.AsyncClient() as http:
         provider = OllamaProvider(http, UpstreamPool.from_urls("ollama", [fake_ollama.url]))
         for _ in range(3):
