@@ -160,7 +160,7 @@ async def _store_calls(url: str, count: int, exchanges: int) -> dict[str, float]
             await store.history(conversation, "", 20)
             now = time.time()
             reply = " ".join(f"w{i}" for i in range(TOKENS))
-            turns = (Turn(USER, f"question {n}: how are you today?", now), Turn(ASSISTANT, reply, now))
+            turns = (Turn(USER, f"question {n}: how are you today?", now, False), Turn(ASSISTANT, reply, now, False))
             await store.append(conversation, "", turns, 20, "general")
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     finally:

@@ -221,7 +221,7 @@ class ChatService:
         if self.store is None:
             return
         now = self._clock()
-        turns = (Turn(USER, chat.message, now), Turn(ASSISTANT, reply, now, interrupted))
+        turns = (Turn(USER, chat.message, now, False), Turn(ASSISTANT, reply, now, interrupted))
         # Shielded: this also runs while the request is being cancelled (the client left), and a
         # cancelled await here would lose the exchange.
         with anyio.CancelScope(shield=True):

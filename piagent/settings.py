@@ -245,6 +245,12 @@ KEYS: tuple[_Key, ...] = (
         "Conversations kept in all; the least recently used goes first.",
     ),
     _Key(
+        "PIAGENT_MEMORY_MAX_BYTES",
+        "memory_max_bytes",
+        _integer(64 * 1024, 1024 * 1024 * 1024),
+        "Bytes of text the in-process store (`memory://`) keeps in all; the least recently used goes first.",
+    ),
+    _Key(
         "PIAGENT_CONNECT_TIMEOUT",
         "connect_timeout",
         _seconds(0.01, 600),
@@ -382,6 +388,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     memory_max_turns: int = 20
     memory_ttl: float = 3600.0
     memory_max_conversations: int = 1000
+    # Stored text stays well under the unit's MemoryHigh (96M) beside a ~40 MB process.
+    memory_max_bytes: int = 16 * 1024 * 1024
     connect_timeout: float = 3.0
     first_token_timeout: float = 300.0
     read_timeout: float = 60.0

@@ -153,25 +153,36 @@ def test_every_key_is_compared_in_constant_time_without_stopping_at_a_match(
     assert all(len(a) == len(b) == 32 for a, b in compared)  # digests: a key's length never shows
 
 
-def test_a_conversation_belongs_to_the_key_that_started_it(serve: Any, fake_ollama: FakeModel) -> None:
+def test_the_same_conversation_id_under_two_keys_is_two_conversations(serve: Any, fake_ollama: FakeModel) -> None:
     with serve(api_keys=(KEY_A, KEY_B)) as url, httpx.Client(base_url=url) as client:
         started = client.post("/chat", json={"message": "mine"}, headers=bearer(KEY_A))
         conversation = started.json()["conversation_id"]
-        for stream in (False, True):
+        # B cannot tell A's id from an unused one: both start B's own conversation under that id.
+        for stream, conversation_id in ((False, conversation), (True, "never-used-by-anyone")):
             response = client.post(
                 "/chat",
-                json={"message": "let me in", "conversation_id": conversation, "stream": stream},
+                json={"message": "hello from b", "conversation_id": conversation_id, "stream": stream},
                 headers=bearer(KEY_B),
             )
-            assert response.status_code == 404
-            assert response.json()["error"] == {
-                "code": "conversation_not_found",
-                "message": f"no conversation {conversation!r}",
-            }
+            assert response.status_code == 200
+            assert response.headers["x-conversation-id"] == conversation_id
+            assert [m["content"] for m in fake_ollama.chat_requests[-1]["messages"][1:]] == ["hello from b"]
         client.post("/chat", json={"message": "still mine", "conversation_id": conversation}, headers=bearer(KEY_A))
-    contents = [m["content"] for m in fake_ollama.chat_requests[-1]["messages"][1:]]
-    assert contents == ["mine", "Hello, world!", "still mine"]
-    assert len(fake_ollama.chat_requests) == 2  # the other key's attempts never reached the model
+        assert [m["content"] for m in fake_ollama.chat_requests[-1]["messages"][1:]] == [
+            "mine",
+            "Hello, world!",
+            "still mine",
+        ]
+        client.post("/chat", json={"message": "again", "conversation_id": conversation}, headers=bearer(KEY_B))
+        assert [m["content"] for m in fake_ollama.chat_requests[-1]["messages"][1:]] == [
+            "hello from b",
+            "Hello, world!",
+            "again",
+        ]
+        a_turns = client.get(f"/conversations/{conversation}", headers=bearer(KEY_A)).json()["turns"]
+        b_turns = client.get(f"/conversations/{conversation}", headers=bearer(KEY_B)).json()["turns"]
+        assert [t["text"] for t in a_turns][::2] == ["mine", "still mine"]
+        assert [t["text"] for t in b_turns][::2] == ["hello from b", "again"]
 
 
 def test_the_conversation_endpoints_show_each_key_only_its_own(serve: Any) -> None:

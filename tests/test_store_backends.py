@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import sqlite3
 import sys
 from functools import partial
 from pathlib import Path
 
 import anyio
+import msgspec
 import pytest
 
 from piagent import Settings, create_app
@@ -18,14 +21,15 @@ from piagent.stores import sqlite_path, store_factory
 from piagent.stores.base import ASSISTANT, USER, Turn
 from piagent.stores.memory import InMemoryStore
 from piagent.stores.redis import RedisStore
-from piagent.stores.sqlite import SCHEMA_VERSION, SQLiteStore
+from piagent.stores.sqlite import SQLiteStore
+from piagent.stores.sqlite_schema import VERSION as SCHEMA_VERSION
 from tests.redis_server import REDIS_SERVER, SKIP_REASON, RedisServer
 
 pytestmark = pytest.mark.anyio
 
 
 def exchange(n: int) -> tuple[Turn, Turn]:
-    return Turn(USER, f"q{n}", 0.0), Turn(ASSISTANT, f"a{n}", 0.0)
+    return Turn(USER, f"q{n}", 0.0, False), Turn(ASSISTANT, f"a{n}", 0.0, False)
 
 
 async def test_sqlite_creates_a_versioned_schema_in_wal_mode_on_first_use(tmp_path: Path) -> None:
@@ -111,10 +115,10 @@ async def test_redis_keys_expire_ttl_after_the_last_append_and_the_list_is_trimm
         await store.append("c", "me", exchange(n), 4)
     await store.aclose()
     with redis_server.client() as client:
-        assert client.llen("piagent:t:c") == 4
-        for key in ("piagent:c:c", "piagent:t:c", "piagent:o:me"):
+        assert client.llen("piagent:t:me:c") == 4
+        for key in ("piagent:c:me:c", "piagent:t:me:c", "piagent:o:me"):
             assert 595_000 < client.pttl(key) <= 600_000, key
-        assert client.zscore("piagent:lru", "c") is not None
+        assert client.zscore("piagent:lru", "me:c") is not None
 
 
 async def test_redis_itself_expires_a_conversation_after_a_short_real_ttl(redis_server: RedisServer) -> None:
@@ -122,9 +126,9 @@ async def test_redis_itself_expires_a_conversation_after_a_short_real_ttl(redis_
     store = RedisStore(redis_server.url, 0.3, 10)  # the real wall clock: no injected time here
     await store.append("c", "", exchange(1), 10)
     with redis_server.client() as client:
-        assert client.exists("piagent:c:c", "piagent:t:c") == 2
+        assert client.exists("piagent:c::c", "piagent:t::c") == 2
         await anyio.sleep(0.5)
-        assert client.exists("piagent:c:c", "piagent:t:c") == 0
+        assert client.exists("piagent:c::c", "piagent:t::c") == 0
     assert await store.history("c", "", 10) == []
     assert await store.list_conversations("", 10) == []
     assert await store.purge_expired() == 1  # the index entry Redis could not expire by itself
@@ -225,3 +229,83 @@ async def test_the_background_task_purges_expired_conversations_until_cancelled(
                         break
         tasks.cancel_scope.cancel()
     await store.aclose()
+
+
+OWNER = "0123456789abcdef0123456789abcdef"
+V1_FILE = Path(__file__).parent / "data" / "conversations-v1.sqlite"
+
+
+async def test_a_sqlite_file_of_schema_version_1_is_migrated_with_every_turn(tmp_path: Path) -> None:
+    # tests/data/conversations-v1.sqlite was written by piagent 0.5.0's store (schema version 1).
+    path = tmp_path / "v1.sqlite"
+    shutil.copyfile(V1_FILE, path)
+    store = SQLiteStore(str(path), 10**9, 10, clock=lambda: 1_700_000_010.0)
+    kitchen = await store.get("kitchen", "")
+    assert kitchen is not None
+    assert [(t.role, t.text, t.interrupted) for t in kitchen.turns] == [
+        (USER, "How hot is the Pi?", False),
+        (ASSISTANT, "About 48 °C.", False),
+        (USER, "And the disk?", False),
+        (ASSISTANT, "Half full", True),
+    ]
+    assert [t.text for t in await store.history("garden", OWNER, 10)] == ["Water the plants?", "Not today."]
+    assert [c.id for c in await store.list_conversations(OWNER, 10)] == ["garden"]
+    assert await store.history("garden", "", 10) == []  # still the owner's alone
+    await store.append("garden", "", exchange(1), 10)  # and another key may now use the same id
+    assert [t.text for t in await store.history("garden", OWNER, 10)] == ["Water the plants?", "Not today."]
+    await store.aclose()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    reopened = SQLiteStore(str(path), 10**9, 10, clock=lambda: 1_700_000_010.0)  # a second open changes nothing
+    assert await reopened.count() == 3
+    await reopened.aclose()
+
+
+async def test_redis_keys_of_layout_1_are_renamed_on_first_use(redis_server: RedisServer) -> None:
+    redis_server.flush()
+    # The keys piagent 0.5.0 wrote: conversations named by id alone, turns as msgpack 4-tuples.
+    turn = msgspec.msgpack.encode
+    with redis_server.client() as client:
+        client.hset("piagent:c:kitchen", mapping={"owner": OWNER, "agent": "general", "preview": "Hi", "updated_at": 5})
+        client.rpush("piagent:t:kitchen", turn(("user", "Hi", 5.0, False)), turn(("assistant", "Hello", 5.0, True)))
+        client.pexpire("piagent:c:kitchen", 600_000)
+        client.pexpire("piagent:t:kitchen", 600_000)
+        client.zadd(f"piagent:o:{OWNER}", {"kitchen": 5})
+        client.zadd("piagent:lru", {"kitchen": 5, "expired-long-ago": 1})
+    store = RedisStore(redis_server.url, 600, 10, clock=lambda: 10.0)
+    assert [(t.text, t.interrupted) for t in await store.history("kitchen", OWNER, 10)] == [
+        ("Hi", False),
+        ("Hello", True),
+    ]
+    assert [c.id for c in await store.list_conversations(OWNER, 10)] == ["kitchen"]
+    assert await store.history("kitchen", "", 10) == []
+    assert await store.count() == 1
+    await store.aclose()
+    with redis_server.client() as client:
+        assert client.exists("piagent:c:kitchen", "piagent:t:kitchen") == 0
+        assert 590_000 < client.pttl(f"piagent:t:{OWNER}:kitchen") <= 600_000  # the expiry went along
+        assert client.zrange("piagent:lru", 0, -1) == [f"{OWNER}:kitchen".encode()]
+        assert client.get("piagent:schema") == b"2"
+
+
+async def test_the_in_process_store_keeps_its_text_under_the_byte_cap_least_recently_used_first() -> None:
+    store = InMemoryStore(600, 10_000, clock=lambda: 0.0, max_bytes=200_000)
+    message = "x" * 16_000
+    for n in range(100):  # 100 conversations of one 16 kB exchange: 3.2 MB offered
+        await store.append(f"c{n}", "", (Turn(USER, message, 0, False), Turn(ASSISTANT, message, 0, False)), 10)
+    kept = [c.id for c in await store.list_conversations("", 100)]
+    assert 5 <= len(kept) <= 6  # 200 kB holds six exchanges of 32 kB at most
+    assert set(kept) == {f"c{n}" for n in range(100 - len(kept), 100)}  # the newest ones
+    held = 0
+    for conversation_id in kept:
+        held += sum(len(t.text) for t in await store.history(conversation_id, "", 10))
+    assert held <= 200_000
+    # One conversation alone over the cap keeps its newest exchange, never nothing.
+    await store.append("big", "", (Turn(USER, "y" * 150_000, 0, False), Turn(ASSISTANT, "z" * 40_000, 0, False)), 10)
+    await store.append("big", "", (Turn(USER, "w" * 150_000, 0, False), Turn(ASSISTANT, "v" * 40_000, 0, False)), 10)
+    assert [t.text[0] for t in await store.history("big", "", 10)] == ["w", "v"]
+    assert await store.count() == 1
+    await store.delete("big", "")  # the bytes of what went are given back: five exchanges fit again
+    for n in range(5):
+        await store.append(f"d{n}", "", (Turn(USER, message, 0, False), Turn(ASSISTANT, message, 0, False)), 10)
+    assert await store.count() == 5

@@ -14,10 +14,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import anyio
+import msgspec
 import pytest
 
 from piagent.exceptions import StoreUnavailable
-from piagent.stores.base import ASSISTANT, USER, Conversation, ConversationNotFound, MemoryStore, Turn
+from piagent.stores.base import ASSISTANT, TOOL, USER, Conversation, MemoryStore, ToolCallRecord, Turn
 from piagent.stores.memory import InMemoryStore
 from piagent.stores.redis import RedisStore
 from piagent.stores.sqlite import SQLiteStore
@@ -66,7 +67,7 @@ async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
 
 
 def exchange(n: int, interrupted: bool = False, at: float = 0.0) -> tuple[Turn, Turn]:
-    return Turn(USER, f"q{n}", at), Turn(ASSISTANT, f"a{n}", at, interrupted)
+    return Turn(USER, f"q{n}", at, False), Turn(ASSISTANT, f"a{n}", at, interrupted)
 
 
 async def texts(store: MemoryStore, conversation_id: str, owner: str = "", limit: int = 100) -> list[str]:
@@ -158,17 +159,44 @@ async def test_the_least_recently_used_conversation_goes_past_the_cap(make_store
 
 
 @pytest.mark.parametrize("make_store", BACKENDS, indirect=True)
-async def test_a_conversation_belongs_to_its_owner(make_store: MakeStore) -> None:
+async def test_the_same_id_under_two_owners_is_two_conversations(make_store: MakeStore) -> None:
     store = make_store()
     await store.append("c", "alice", exchange(1), max_turns=10)
-    with pytest.raises(ConversationNotFound):
-        await store.history("c", "bob", limit=10)
-    with pytest.raises(ConversationNotFound):
-        await store.append("c", "bob", exchange(2), max_turns=10)
+    # bob sees nothing of alice's "c": not even that it exists (no error that would let him probe ids)
+    assert await store.history("c", "bob", limit=10) == []
     assert await store.get("c", "bob") is None
     assert await store.list_conversations("bob", 10) == []
     assert await store.delete("c", "bob") is False
+    await store.append("c", "bob", exchange(2), max_turns=10)
+    assert await texts(store, "c", "bob") == ["q2", "a2"]
     assert await texts(store, "c", "alice") == ["q1", "a1"]  # nothing bob did reached it
+    assert await store.count() == 2
+    assert await store.delete("c", "bob") is True
+    assert await texts(store, "c", "alice") == ["q1", "a1"]
+    assert [c.id for c in await store.list_conversations("alice", 10)] == ["c"]
+
+
+@pytest.mark.parametrize("make_store", BACKENDS, indirect=True)
+async def test_tool_steps_are_kept_with_their_calls_and_results(make_store: MakeStore) -> None:
+    store = make_store()
+    calls = (ToolCallRecord("call_1", "clock", "{}"), ToolCallRecord("call_2", "calculator", '{"expression":"2+2"}'))
+    turns = (
+        Turn(USER, "what time is it, and 2+2?", 1.0, False),
+        Turn(ASSISTANT, "", 1.0, False, calls),
+        Turn(TOOL, "12:00 UTC", 1.0, False, tool_call_id="call_1", name="clock"),
+        Turn(TOOL, "4", 1.0, False, tool_call_id="call_2", name="calculator"),
+        Turn(ASSISTANT, "It is noon, and 4.", 1.0, False),
+    )
+    await store.append("c", "", turns, max_turns=10)
+    assert await store.history("c", "", limit=10) == list(turns)
+    conversation = await store.get("c", "")
+    assert conversation is not None
+    assert conversation.turns == list(turns)
+    # Plain turns show no tool fields on the wire; tool turns show theirs.
+    shown = msgspec.json.decode(msgspec.json.encode(conversation))["turns"]
+    assert shown[0] == {"role": "user", "text": "what time is it, and 2+2?", "at": 1.0, "interrupted": False}
+    assert shown[1]["tool_calls"][1] == {"id": "call_2", "name": "calculator", "arguments": '{"expression":"2+2"}'}
+    assert (shown[2]["tool_call_id"], shown[2]["name"]) == ("call_1", "clock")
 
 
 @pytest.mark.parametrize("make_store", BACKENDS, indirect=True)
@@ -177,7 +205,7 @@ async def test_an_interrupted_reply_keeps_its_mark(make_store: MakeStore) -> Non
     await store.append("c", "", exchange(1, interrupted=True, at=5.5), max_turns=10)
     assert [t.interrupted for t in await store.history("c", "", limit=10)] == [False, True]
     assert await store.get("c", "") == Conversation(
-        "c", "", 1_000.0, [Turn(USER, "q1", 5.5), Turn(ASSISTANT, "a1", 5.5, interrupted=True)]
+        "c", "", 1_000.0, [Turn(USER, "q1", 5.5, False), Turn(ASSISTANT, "a1", 5.5, interrupted=True)]
     )
 
 
@@ -233,7 +261,12 @@ async def test_get_returns_every_kept_turn_with_the_latest_agent_and_the_last_us
         "c",
         "pirate",
         1_234.5,
-        [Turn(USER, "q1", 1.25), Turn(ASSISTANT, "a1", 1.25), Turn(USER, "q2", 2.5), Turn(ASSISTANT, "a2", 2.5)],
+        [
+            Turn(USER, "q1", 1.25, False),
+            Turn(ASSISTANT, "a1", 1.25, False),
+            Turn(USER, "q2", 2.5, False),
+            Turn(ASSISTANT, "a2", 2.5, False),
+        ],
     )
 
 
@@ -242,7 +275,9 @@ async def test_listing_is_the_owners_newest_first_with_turn_counts_previews_and_
     clock = Clock()
     store = make_store(clock=clock)
     long_question = "why " * 40
-    await store.append("first", "me", (Turn(USER, long_question, 0), Turn(ASSISTANT, "because", 0)), 10, "general")
+    await store.append(
+        "first", "me", (Turn(USER, long_question, 0, False), Turn(ASSISTANT, "because", 0, False)), 10, "general"
+    )
     clock.now += 1
     await store.append("theirs", "you", exchange(1), max_turns=10)
     clock.now += 1
@@ -305,7 +340,7 @@ async def test_count_counts_the_live_conversations_of_every_owner(make_store: Ma
 @pytest.mark.parametrize("make_store", BACKENDS, indirect=True)
 async def test_a_conversation_without_a_user_message_has_an_empty_preview(make_store: MakeStore) -> None:
     store = make_store()
-    await store.append("c", "", (Turn(ASSISTANT, "welcome", 0),), max_turns=10)
+    await store.append("c", "", (Turn(ASSISTANT, "welcome", 0, False),), max_turns=10)
     [summary] = await store.list_conversations("", 10)
     assert summary.preview == ""
     assert summary.turns == 1

@@ -31,7 +31,7 @@ def store_factory(settings: Settings, clock: Callable[[], float] = time.time) ->
     scheme = url.partition("://")[0].lower()
     ttl, cap = settings.memory_ttl, settings.memory_max_conversations
     if scheme == "memory":
-        return partial(InMemoryStore, ttl, cap, clock)
+        return partial(InMemoryStore, ttl, cap, clock, settings.memory_max_bytes)
     if scheme == "sqlite":
         from piagent.stores.sqlite import SQLiteStore
 

@@ -23,25 +23,43 @@ __all__ = [
     "ConversationSummary",
     "Cursor",
     "MemoryStore",
+    "TOOL",
+    "ToolCallRecord",
     "Turn",
     "preview_of",
 ]
 
 USER = "user"
 ASSISTANT = "assistant"
+TOOL = "tool"
 PREVIEW_CHARS = 80
 
 # A position in an owner's list, newest first: the (updated_at, id) of the last conversation seen.
 Cursor = tuple[float, str]
 
 
-class Turn(msgspec.Struct, frozen=True, gc=False):
-    """One message of a conversation; `interrupted` marks a reply cut short by the client leaving."""
+class ToolCallRecord(msgspec.Struct, frozen=True, gc=False):
+    """A tool call an assistant turn asked for: its id, the tool's name and the arguments as JSON text."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+class Turn(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """One message of a conversation; `interrupted` marks a reply cut short by the client leaving.
+
+    A step of a tool loop is a turn too: an assistant turn with the `tool_calls` it asked for, then one
+    `tool` turn per result, carrying the call's id and the tool's `name`. Plain turns show neither.
+    """
 
     role: str
     text: str
     at: float
-    interrupted: bool = False
+    interrupted: bool  # no default: always shown, as before tool steps existed
+    tool_calls: tuple[ToolCallRecord, ...] = ()
+    tool_call_id: str = ""
+    name: str = ""
 
 
 class Conversation(msgspec.Struct, frozen=True):

@@ -1,31 +1,43 @@
-"""The bounded in-process store (the default, `memory://`): slots only, gone with the process."""
+"""The bounded in-process store (the default, `memory://`): capped in count and in bytes, gone with the process."""
 
 from __future__ import annotations
 
 import heapq
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
-from piagent.exceptions import ConversationNotFound
 from piagent.stores.base import Conversation, ConversationSummary, Cursor, Turn, preview_of
 
 __all__ = ["InMemoryStore"]
 
 
-class _Conversation:
-    __slots__ = ("agent", "last_used", "owner", "preview", "turns")
+# The same conversation id used under two keys is two conversations: every lookup is by (owner, id).
+_Key = tuple[str, str]
 
-    def __init__(self, owner: str, agent: str, preview: str, turns: list[Turn], last_used: float) -> None:
-        self.owner = owner
+
+def _size(turn: Turn) -> int:
+    """What a turn's text costs in memory (the strings' own size, as the process holds them)."""
+    size = sys.getsizeof(turn.text)
+    for call in turn.tool_calls:
+        size += sys.getsizeof(call.arguments)
+    return size
+
+
+class _Conversation:
+    __slots__ = ("agent", "last_used", "preview", "size", "turns")
+
+    def __init__(self, agent: str, preview: str, last_used: float) -> None:
         self.agent = agent
         self.preview = preview
-        self.turns = turns
+        self.turns: list[Turn] = []
+        self.size = 0  # the sum of _size over turns
         self.last_used = last_used
 
 
 class InMemoryStore:
-    """Bounded, in-process memory: max turns per conversation, TTL since last use, LRU cap on the count.
+    """Bounded, in-process memory: max turns per conversation, TTL since last use, LRU caps on count and bytes.
 
     Every method runs without awaiting anything, so each is atomic on the event loop: no locks needed.
     Conversations are kept in last-use order, so the expired ones are always at the front and purging
@@ -34,11 +46,19 @@ class InMemoryStore:
 
     name = "memory"
 
-    def __init__(self, ttl: float, max_conversations: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        ttl: float,
+        max_conversations: int,
+        clock: Callable[[], float] = time.time,
+        max_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
         self._ttl = ttl
         self._max = max_conversations
+        self._max_bytes = max_bytes
         self._clock = clock
-        self._conversations: OrderedDict[str, _Conversation] = OrderedDict()
+        self._conversations: OrderedDict[_Key, _Conversation] = OrderedDict()
+        self._bytes = 0  # the text held by every conversation
 
     def _purge_expired(self, now: float) -> int:
         conversations = self._conversations
@@ -47,16 +67,17 @@ class InMemoryStore:
             oldest = next(iter(conversations.values()))
             if now - oldest.last_used < self._ttl:
                 break
-            conversations.popitem(last=False)
+            self._forget_oldest()
             purged += 1
         return purged
 
+    def _forget_oldest(self) -> None:
+        _, gone = self._conversations.popitem(last=False)
+        self._bytes -= gone.size
+
     def _get(self, conversation_id: str, owner: str, now: float) -> _Conversation | None:
         self._purge_expired(now)
-        conversation = self._conversations.get(conversation_id)
-        if conversation is not None and conversation.owner != owner:
-            raise ConversationNotFound(f"no conversation {conversation_id!r}")
-        return conversation
+        return self._conversations.get((owner, conversation_id))
 
     async def history(self, conversation_id: str, owner: str, limit: int) -> list[Turn]:
         """The last `limit` turns (oldest first); [] for an unknown or expired conversation."""
@@ -68,25 +89,41 @@ class InMemoryStore:
     ) -> None:
         """Add turns, keep the last `max_turns`, move the conversation to the most recently used end."""
         now = self._clock()
+        key = (owner, conversation_id)
         conversation = self._get(conversation_id, owner, now)
         if conversation is None:
-            conversation = _Conversation(owner, agent, preview_of(turns), list(turns), now)
-            self._conversations[conversation_id] = conversation
+            conversation = _Conversation(agent, preview_of(turns), now)
+            self._conversations[key] = conversation
             while len(self._conversations) > self._max:
-                self._conversations.popitem(last=False)
+                self._forget_oldest()
         else:
-            conversation.turns.extend(turns)
             conversation.agent = agent
             conversation.last_used = now
-            self._conversations.move_to_end(conversation_id)
+            self._conversations.move_to_end(key)
+        added = sum(map(_size, turns))
+        conversation.turns.extend(turns)
+        conversation.size += added
+        self._bytes += added
         if len(conversation.turns) > max_turns:
-            del conversation.turns[:-max_turns]
+            self._drop_turns(conversation, len(conversation.turns) - max_turns)
+        # Over the byte cap: the least recently used conversations go first; this one last, oldest turns first.
+        while self._bytes > self._max_bytes and len(self._conversations) > 1:
+            self._forget_oldest()
+        if self._bytes > self._max_bytes:
+            self._drop_turns(conversation, len(conversation.turns) - len(turns))
+
+    def _drop_turns(self, conversation: _Conversation, count: int) -> None:
+        """Forget the `count` oldest turns of a conversation."""
+        dropped = sum(map(_size, conversation.turns[:count]))
+        del conversation.turns[:count]
+        conversation.size -= dropped
+        self._bytes -= dropped
 
     async def get(self, conversation_id: str, owner: str) -> Conversation | None:
         """The whole conversation; None when unknown, expired or another owner's."""
         self._purge_expired(self._clock())
-        found = self._conversations.get(conversation_id)
-        if found is None or found.owner != owner:
+        found = self._conversations.get((owner, conversation_id))
+        if found is None:
             return None
         return Conversation(conversation_id, found.agent, found.last_used, list(found.turns))
 
@@ -100,22 +137,22 @@ class InMemoryStore:
         # clock ever steps back.
         keys = (
             (found.last_used, conversation_id)
-            for conversation_id, found in self._conversations.items()
-            if found.owner == owner and (before is None or (found.last_used, conversation_id) < before)
+            for (found_owner, conversation_id), found in self._conversations.items()
+            if found_owner == owner and (before is None or (found.last_used, conversation_id) < before)
         )
         page = []
         for last_used, conversation_id in heapq.nlargest(limit, keys):
-            found = self._conversations[conversation_id]
+            found = self._conversations[owner, conversation_id]
             page.append(ConversationSummary(conversation_id, found.agent, last_used, len(found.turns), found.preview))
         return page
 
     async def delete(self, conversation_id: str, owner: str) -> bool:
         """Forget a conversation; False when there was none (unknown, expired or another owner's)."""
         self._purge_expired(self._clock())
-        found = self._conversations.get(conversation_id)
-        if found is None or found.owner != owner:
+        found = self._conversations.pop((owner, conversation_id), None)
+        if found is None:
             return False
-        del self._conversations[conversation_id]
+        self._bytes -= found.size
         return True
 
     async def count(self) -> int:
@@ -133,3 +170,4 @@ class InMemoryStore:
     async def aclose(self) -> None:
         """Forget everything: nothing outlives the process in this store."""
         self._conversations.clear()
+        self._bytes = 0

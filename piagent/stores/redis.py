@@ -1,14 +1,17 @@
 """Conversations in Redis (the optional `piagent[redis]` extra): shared by every piagent process.
 
-Keys, under the `piagent:` prefix:
+Keys, under the `piagent:` prefix, where a conversation is named `<owner>:<id>` (the same id used
+under two API keys is two conversations; an owner id never holds a colon):
 
-    c:<id>      hash    owner, agent, preview, updated_at     expires ttl after the last append
-    t:<id>      list    the turns, msgpack-encoded, oldest first  (trimmed to max_turns, same expiry)
-    o:<owner>   zset    the owner's conversation ids by last use  (for listing newest first)
-    lru         zset    every conversation id by last use         (for the cap, the count and purging)
+    c:<owner>:<id>  hash    owner, agent, preview, updated_at     expires ttl after the last append
+    t:<owner>:<id>  list    the turns, msgpack-encoded, oldest first  (trimmed to max_turns, same expiry)
+    o:<owner>       zset    the owner's conversation ids by last use  (for listing newest first)
+    lru             zset    every `<owner>:<id>` by last use          (for the cap, the count and purging)
+    schema          string  the key layout's version (2); layout 1 named conversations by id alone
 
-An append is one Lua script, so it is atomic across processes: the owner check, the push, the trim,
-the expiry and the cap happen together or not at all. Redis expires the keys by itself; the store
+An append is one Lua script, so it is atomic across processes: the push, the trim, the expiry and the
+cap happen together or not at all. Keys of layout 1 are renamed to layout 2 once, on first use.
+Redis expires the keys by itself; the store
 also compares `updated_at` with its injected clock, so expiry means exactly the same as in the other
 backends (and tests can move time). Keep the hosts' clocks in sync (NTP) when several share one Redis.
 """
@@ -29,97 +32,31 @@ from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from piagent.exceptions import ConversationNotFound, StoreUnavailable
-from piagent.stores.base import Conversation, ConversationSummary, Cursor, Turn, preview_of
+from piagent.exceptions import StoreUnavailable
+from piagent.stores import redis_scripts as scripts
+from piagent.stores.base import Conversation, ConversationSummary, Cursor, ToolCallRecord, Turn, preview_of
 
 logger = logging.getLogger("piagent.stores.redis")
 
 PREFIX = "piagent:"
+LAYOUT = "2"
+
+
+class _StoredTurn(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True, gc=False):
+    """A turn as Redis keeps it: a msgpack array; layout 1's four fields decode as they are."""
+
+    role: str
+    text: str
+    at: float
+    interrupted: bool
+    tool_calls: tuple[ToolCallRecord, ...] = ()
+    tool_call_id: str = ""
+    name: str = ""
+
+
 _ENCODE = msgspec.msgpack.Encoder().encode
-_DECODE = msgspec.msgpack.Decoder(tuple[str, str, float, bool]).decode
+_DECODE = msgspec.msgpack.Decoder(_StoredTurn).decode
 
-# Forgets one conversation: its keys, and its entries in both indexes.
-_FORGET = """
-local function forget(prefix, id)
-  local owner = redis.call('HGET', prefix .. 'c:' .. id, 'owner')
-  if owner then redis.call('ZREM', prefix .. 'o:' .. owner, id) end
-  redis.call('DEL', prefix .. 'c:' .. id, prefix .. 't:' .. id)
-  redis.call('ZREM', prefix .. 'lru', id)
-end
-"""
-
-# KEYS: meta, turns, owner index, lru. ARGV: id, owner, agent, now, ttl, ttl_ms, max_turns,
-# max_conversations, preview, prefix, turn...  Returns 0 when the conversation is someone else's.
-_APPEND = (
-    _FORGET
-    + """
-local meta, turns, owner_index, lru = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local id, owner, prefix = ARGV[1], ARGV[2], ARGV[10]
-local now, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
-local current = redis.call('HMGET', meta, 'owner', 'updated_at')
-local fresh = true
-if current[1] then
-  if tonumber(current[2]) <= now - ttl then
-    forget(prefix, id)
-  elseif current[1] ~= owner then
-    return 0
-  else
-    fresh = false
-  end
-end
-if fresh then redis.call('HSET', meta, 'owner', owner, 'preview', ARGV[9]) end
-redis.call('HSET', meta, 'agent', ARGV[3], 'updated_at', ARGV[4])
-redis.call('RPUSH', turns, unpack(ARGV, 11))
-redis.call('LTRIM', turns, -tonumber(ARGV[7]), -1)
-redis.call('PEXPIRE', meta, ARGV[6])
-redis.call('PEXPIRE', turns, ARGV[6])
-redis.call('ZADD', owner_index, ARGV[4], id)
-redis.call('PEXPIRE', owner_index, ARGV[6])
-redis.call('ZADD', lru, ARGV[4], id)
-if fresh then
-  local excess = redis.call('ZCARD', lru) - tonumber(ARGV[8])
-  if excess > 0 then
-    for _, old in ipairs(redis.call('ZRANGE', lru, 0, excess - 1)) do forget(prefix, old) end
-  end
-end
-return 1
-"""
-)
-
-# KEYS: meta, turns. ARGV: limit (0: all). Returns {} when unknown, else {owner, agent, updated_at, turn...}.
-# One script instead of a MULTI pipeline: a single command to send and parse, where piagent's CPU goes.
-_READ = """
-local meta = redis.call('HMGET', KEYS[1], 'owner', 'agent', 'updated_at')
-if not meta[1] then return {} end
-local limit = tonumber(ARGV[1])
-local turns = redis.call('LRANGE', KEYS[2], limit > 0 and -limit or 0, -1)
-table.insert(turns, 1, meta[3])
-table.insert(turns, 1, meta[2])
-table.insert(turns, 1, meta[1])
-return turns
-"""
-
-# KEYS: meta. ARGV: id, owner, horizon, prefix. Returns 1 when a live conversation of the owner went.
-_DELETE = (
-    _FORGET
-    + """
-local current = redis.call('HMGET', KEYS[1], 'owner', 'updated_at')
-if not current[1] or current[1] ~= ARGV[2] then return 0 end
-forget(ARGV[4], ARGV[1])
-if tonumber(current[2]) <= tonumber(ARGV[3]) then return 0 end
-return 1
-"""
-)
-
-# KEYS: lru. ARGV: horizon, batch, prefix. Returns how many expired conversations went.
-_PURGE = (
-    _FORGET
-    + """
-local expired = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[2]))
-for _, id in ipairs(expired) do forget(ARGV[3], id) end
-return #expired
-"""
-)
 _PURGE_BATCH = 500
 
 
@@ -154,10 +91,12 @@ class RedisStore:
             retry=Retry(NoBackoff(), 1),
         )
         self._redis = Redis.from_pool(pool)
-        self._read_script = self._redis.register_script(_READ)
-        self._append = self._redis.register_script(_APPEND)
-        self._delete = self._redis.register_script(_DELETE)
-        self._purge = self._redis.register_script(_PURGE)
+        self._read_script = self._redis.register_script(scripts.READ)
+        self._append = self._redis.register_script(scripts.APPEND)
+        self._delete = self._redis.register_script(scripts.DELETE)
+        self._purge = self._redis.register_script(scripts.PURGE)
+        self._migrate = self._redis.register_script(scripts.MIGRATE)
+        self._layout_checked = False
 
     @contextlib.contextmanager
     def _translated(self) -> Iterator[None]:
@@ -176,34 +115,53 @@ class RedisStore:
             logger.warning("redis store failed: %r", exc)
             raise StoreUnavailable(self.name, reason) from exc
 
-    def _meta_key(self, conversation_id: str) -> str:
-        return f"{self._prefix}c:{conversation_id}"
+    async def _ready(self) -> None:
+        """Bring keys of layout 1 to layout 2 once (idempotent, so processes may race; called translated)."""
+        if self._layout_checked:
+            return
+        schema = f"{self._prefix}schema"
+        if await self._redis.get(schema) != LAYOUT.encode():
+            start = len(self._prefix) + 2
+            async for key in self._redis.scan_iter(match=f"{self._prefix}c:*", count=500):
+                conversation_id = key.decode()[start:]
+                if ":" not in conversation_id:
+                    await self._migrate(args=[self._prefix, conversation_id])
+            lru = f"{self._prefix}lru"
+            members = cast("list[bytes]", await self._redis.zrange(lru, 0, -1))
+            stale = [m for m in members if b":" not in m]
+            if stale:
+                await self._redis.zrem(lru, *stale)  # layout 1 entries whose keys had expired
+            await self._redis.set(schema, LAYOUT)
+            logger.info("redis store: key layout %s", LAYOUT)
+        self._layout_checked = True
 
-    def _turns_key(self, conversation_id: str) -> str:
-        return f"{self._prefix}t:{conversation_id}"
+    def _meta_key(self, owner: str, conversation_id: str) -> str:
+        return f"{self._prefix}c:{owner}:{conversation_id}"
+
+    def _turns_key(self, owner: str, conversation_id: str) -> str:
+        return f"{self._prefix}t:{owner}:{conversation_id}"
 
     def _owner_key(self, owner: str) -> str:
         return f"{self._prefix}o:{owner}"
 
-    async def _read(self, conversation_id: str, limit: int) -> tuple[str, str, float, list[Turn]] | None:
-        """(owner, agent, updated_at, the last `limit` turns, all for 0), or None for an unknown conversation."""
-        keys = [self._meta_key(conversation_id), self._turns_key(conversation_id)]
+    async def _read(self, owner: str, conversation_id: str, limit: int) -> tuple[str, float, list[Turn]] | None:
+        """(agent, updated_at, the last `limit` turns, all for 0), or None for an unknown conversation."""
+        keys = [self._meta_key(owner, conversation_id), self._turns_key(owner, conversation_id)]
         with self._translated():
+            await self._ready()
             found = await self._read_script(keys=keys, args=[limit])
         if not found:
             return None
-        owner, agent, updated_at, *encoded = found
-        return owner.decode(), agent.decode(), float(updated_at), [Turn(*_DECODE(item)) for item in encoded]
+        _, agent, updated_at, *encoded = found
+        return agent.decode(), float(updated_at), [Turn(*msgspec.structs.astuple(_DECODE(item))) for item in encoded]
 
     async def history(self, conversation_id: str, owner: str, limit: int) -> list[Turn]:
         """The last `limit` turns (oldest first); [] for an unknown or expired conversation."""
         horizon = self._clock() - self._ttl
-        found = await self._read(conversation_id, max(limit, 1))
-        if found is None or found[2] <= horizon:
+        found = await self._read(owner, conversation_id, max(limit, 1))
+        if found is None or found[1] <= horizon:
             return []
-        if found[0] != owner:
-            raise ConversationNotFound(f"no conversation {conversation_id!r}")
-        return found[3] if limit > 0 else []
+        return found[2] if limit > 0 else []
 
     async def append(
         self, conversation_id: str, owner: str, turns: Sequence[Turn], max_turns: int, agent: str = ""
@@ -211,8 +169,8 @@ class RedisStore:
         """Add turns atomically (one Lua script), keep the last `max_turns`, refresh the expiry."""
         now = self._clock()
         keys = [
-            self._meta_key(conversation_id),
-            self._turns_key(conversation_id),
+            self._meta_key(owner, conversation_id),
+            self._turns_key(owner, conversation_id),
             self._owner_key(owner),
             f"{self._prefix}lru",
         ]
@@ -228,19 +186,18 @@ class RedisStore:
             preview_of(turns),
             self._prefix,
         ]
-        args.extend(_ENCODE((t.role, t.text, t.at, t.interrupted)) for t in turns)
+        args.extend(_ENCODE(_StoredTurn(*msgspec.structs.astuple(t))) for t in turns)
         with self._translated():
-            stored = await self._append(keys=keys, args=args)
-        if not stored:
-            raise ConversationNotFound(f"no conversation {conversation_id!r}")
+            await self._ready()
+            await self._append(keys=keys, args=args)
 
     async def get(self, conversation_id: str, owner: str) -> Conversation | None:
         """The whole conversation; None when unknown, expired or another owner's."""
         horizon = self._clock() - self._ttl
-        found = await self._read(conversation_id, 0)
-        if found is None or found[0] != owner or found[2] <= horizon:
+        found = await self._read(owner, conversation_id, 0)
+        if found is None or found[1] <= horizon:
             return None
-        return Conversation(conversation_id, found[1], found[2], found[3])
+        return Conversation(conversation_id, *found)
 
     async def list_conversations(
         self, owner: str, limit: int, before: Cursor | None = None
@@ -253,6 +210,7 @@ class RedisStore:
         stale: list[str] = []
         offset, batch = 0, limit + 1
         with self._translated():
+            await self._ready()
             while len(page) < limit:
                 entries = cast(
                     "list[tuple[bytes, float]]",
@@ -264,8 +222,8 @@ class RedisStore:
                 ids = [m.decode() for m, score in entries if before is None or (score, m.decode()) < before]
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for conversation_id in ids:
-                        pipe.hmget(self._meta_key(conversation_id), ["owner", "agent", "updated_at", "preview"])
-                        pipe.llen(self._turns_key(conversation_id))
+                        pipe.hmget(self._meta_key(owner, conversation_id), ["owner", "agent", "updated_at", "preview"])
+                        pipe.llen(self._turns_key(owner, conversation_id))
                     replies = await pipe.execute()
                 for i, conversation_id in enumerate(ids):
                     (found_owner, agent, updated_at, preview), turns = replies[2 * i], replies[2 * i + 1]
@@ -288,8 +246,10 @@ class RedisStore:
         """Forget a conversation; False when there was none (unknown, expired or another owner's)."""
         horizon = self._clock() - self._ttl
         with self._translated():
+            await self._ready()
             deleted = await self._delete(
-                keys=[self._meta_key(conversation_id)], args=[conversation_id, owner, repr(horizon), self._prefix]
+                keys=[self._meta_key(owner, conversation_id)],
+                args=[f"{owner}:{conversation_id}", repr(horizon), self._prefix],
             )
         return bool(deleted)
 

@@ -3,8 +3,8 @@
 One connection, used by one worker thread at a time (an anyio CapacityLimiter of 1), so the event
 loop never waits on the disk and every call is serialized: appends to one conversation keep their
 order. WAL mode lets other processes read while one writes. The schema carries a version number
-(`PRAGMA user_version`) and is created on first use. Expiry is decided with the injected clock in
-every query; `purge_expired` (run by the lifespan's background task) gives the space back.
+(`PRAGMA user_version`), is created on first use and migrated from older versions. Expiry is decided
+with the injected clock in every query; `purge_expired` (run by the lifespan's background task) gives the space back.
 """
 
 from __future__ import annotations
@@ -18,48 +18,39 @@ from typing import TypeVar
 
 import anyio
 import anyio.to_thread
+import msgspec
 
-from piagent.exceptions import ConversationNotFound, StoreUnavailable
-from piagent.stores.base import Conversation, ConversationSummary, Cursor, Turn, preview_of
+from piagent.exceptions import StoreUnavailable
+from piagent.stores import sqlite_schema as schema
+from piagent.stores.base import Conversation, ConversationSummary, Cursor, ToolCallRecord, Turn, preview_of
 
 logger = logging.getLogger("piagent.stores.sqlite")
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS conversations (
-        id TEXT PRIMARY KEY,
-        owner TEXT NOT NULL,
-        agent TEXT NOT NULL,
-        preview TEXT NOT NULL,
-        updated_at REAL NOT NULL,
-        next_seq INTEGER NOT NULL
-    ) WITHOUT ROWID""",
-    "CREATE INDEX IF NOT EXISTS conversations_by_owner ON conversations (owner, updated_at, id)",
-    "CREATE INDEX IF NOT EXISTS conversations_by_use ON conversations (updated_at, id)",
-    """CREATE TABLE IF NOT EXISTS turns (
-        conversation_id TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        role TEXT NOT NULL,
-        text TEXT NOT NULL,
-        at REAL NOT NULL,
-        interrupted INTEGER NOT NULL,
-        PRIMARY KEY (conversation_id, seq)
-    ) WITHOUT ROWID""",
-)
+_TOOL_CALLS = msgspec.msgpack.Encoder()
+_DECODE_TOOL_CALLS = msgspec.msgpack.Decoder(tuple[ToolCallRecord, ...]).decode
 
 
-def _forget(db: sqlite3.Connection, conversation_id: str) -> None:
-    db.execute("DELETE FROM turns WHERE conversation_id = ?", (conversation_id,))
-    db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+def _forget(db: sqlite3.Connection, owner: str, conversation_id: str) -> None:
+    db.execute("DELETE FROM turns WHERE owner = ? AND conversation_id = ?", (owner, conversation_id))
+    db.execute("DELETE FROM conversations WHERE owner = ? AND id = ?", (owner, conversation_id))
 
 
-def _turns(db: sqlite3.Connection, conversation_id: str, limit: int = -1) -> list[Turn]:
+def _row(turn: Turn) -> tuple[str, str, float, bool, bytes | None, str, str]:
+    calls = _TOOL_CALLS.encode(turn.tool_calls) if turn.tool_calls else None
+    return turn.role, turn.text, turn.at, turn.interrupted, calls, turn.tool_call_id, turn.name
+
+
+def _turns(db: sqlite3.Connection, owner: str, conversation_id: str, limit: int = -1) -> list[Turn]:
     rows = db.execute(
-        "SELECT role, text, at, interrupted FROM turns WHERE conversation_id = ? ORDER BY seq DESC LIMIT ?",
-        (conversation_id, limit),
+        "SELECT role, text, at, interrupted, tool_calls, tool_call_id, name FROM turns"
+        " WHERE owner = ? AND conversation_id = ? ORDER BY seq DESC LIMIT ?",
+        (owner, conversation_id, limit),
     ).fetchall()
-    return [Turn(role, text, at, bool(interrupted)) for role, text, at, interrupted in reversed(rows)]
+    return [
+        Turn(role, text, at, bool(interrupted), _DECODE_TOOL_CALLS(calls) if calls else (), call_id, name)
+        for role, text, at, interrupted, calls, call_id, name in reversed(rows)
+    ]
 
 
 _BUSY_TIMEOUT = 5.0
@@ -132,17 +123,20 @@ class SQLiteStore:
             db.execute("BEGIN IMMEDIATE")
             try:
                 version = db.execute("PRAGMA user_version").fetchone()[0]
-                if version == 0:
-                    for statement in _SCHEMA:
+                if version in (0, 1):
+                    for statement in schema.CREATE if version == 0 else schema.MIGRATE_FROM_1:
                         db.execute(statement)
-                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    if version == 1:
+                        logger.info("sqlite store: migrated %s from schema version 1 to %d", self._path, schema.VERSION)
+                    db.execute(f"PRAGMA user_version = {schema.VERSION}")
+                    version = schema.VERSION
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-            if version not in (0, SCHEMA_VERSION):
+            if version != schema.VERSION:
                 raise StoreUnavailable(
-                    self.name, f"the file has schema version {version}; this piagent knows version {SCHEMA_VERSION}"
+                    self.name, f"the file has schema version {version}; this piagent knows version {schema.VERSION}"
                 )
         except BaseException:
             db.close()
@@ -156,16 +150,14 @@ class SQLiteStore:
                 self._db.close()
             self._db = None
 
-    def _owned(self, db: sqlite3.Connection, conversation_id: str, owner: str, now: float) -> tuple[bool, int]:
-        """(whether the conversation lives, its next turn number); raises when it is another owner's."""
+    def _alive(self, db: sqlite3.Connection, owner: str, conversation_id: str, now: float) -> tuple[bool, int]:
+        """(whether the owner's conversation lives, its next turn number)."""
         row = db.execute(
-            "SELECT owner, updated_at, next_seq FROM conversations WHERE id = ?", (conversation_id,)
+            "SELECT updated_at, next_seq FROM conversations WHERE owner = ? AND id = ?", (owner, conversation_id)
         ).fetchone()
-        if row is None or row[1] <= now - self._ttl:
+        if row is None or row[0] <= now - self._ttl:
             return False, 0
-        if row[0] != owner:
-            raise ConversationNotFound(f"no conversation {conversation_id!r}")
-        return True, row[2]
+        return True, row[1]
 
     # -- the MemoryStore contract
 
@@ -174,8 +166,8 @@ class SQLiteStore:
         now = self._clock()
 
         def read(db: sqlite3.Connection) -> list[Turn]:
-            alive, _ = self._owned(db, conversation_id, owner, now)
-            return _turns(db, conversation_id, limit) if alive else []
+            alive, _ = self._alive(db, owner, conversation_id, now)
+            return _turns(db, owner, conversation_id, limit) if alive else []
 
         return await self._run(read)
 
@@ -186,26 +178,30 @@ class SQLiteStore:
         now = self._clock()
 
         def write(db: sqlite3.Connection) -> None:
-            alive, seq = self._owned(db, conversation_id, owner, now)
+            alive, seq = self._alive(db, owner, conversation_id, now)
             if not alive:
-                _forget(db, conversation_id)  # an expired one under this id starts over
+                _forget(db, owner, conversation_id)  # an expired one under this id starts over
             end = seq + len(turns)
             if alive:
                 db.execute(
-                    "UPDATE conversations SET agent = ?, updated_at = ?, next_seq = ? WHERE id = ?",
-                    (agent, now, end, conversation_id),
+                    "UPDATE conversations SET agent = ?, updated_at = ?, next_seq = ? WHERE owner = ? AND id = ?",
+                    (agent, now, end, owner, conversation_id),
                 )
             else:
                 db.execute(
-                    "INSERT INTO conversations (id, owner, agent, preview, updated_at, next_seq)"
+                    "INSERT INTO conversations (owner, id, agent, preview, updated_at, next_seq)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
-                    (conversation_id, owner, agent, preview_of(turns), now, end),
+                    (owner, conversation_id, agent, preview_of(turns), now, end),
                 )
             db.executemany(
-                "INSERT INTO turns (conversation_id, seq, role, text, at, interrupted) VALUES (?, ?, ?, ?, ?, ?)",
-                [(conversation_id, seq + i, t.role, t.text, t.at, t.interrupted) for i, t in enumerate(turns)],
+                "INSERT INTO turns (owner, conversation_id, seq, role, text, at, interrupted, tool_calls,"
+                " tool_call_id, name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(owner, conversation_id, seq + i, *_row(t)) for i, t in enumerate(turns)],
             )
-            db.execute("DELETE FROM turns WHERE conversation_id = ? AND seq < ?", (conversation_id, end - max_turns))
+            db.execute(
+                "DELETE FROM turns WHERE owner = ? AND conversation_id = ? AND seq < ?",
+                (owner, conversation_id, end - max_turns),
+            )
             if not alive:
                 self._evict_over_cap(db)
 
@@ -214,9 +210,11 @@ class SQLiteStore:
     def _evict_over_cap(self, db: sqlite3.Connection) -> None:
         excess = db.execute("SELECT count(*) FROM conversations").fetchone()[0] - self._max
         if excess > 0:
-            oldest = db.execute("SELECT id FROM conversations ORDER BY updated_at, id LIMIT ?", (excess,)).fetchall()
-            for (conversation_id,) in oldest:
-                _forget(db, conversation_id)
+            oldest = db.execute(
+                "SELECT owner, id FROM conversations ORDER BY updated_at, owner, id LIMIT ?", (excess,)
+            ).fetchall()
+            for owner, conversation_id in oldest:
+                _forget(db, owner, conversation_id)
 
     async def get(self, conversation_id: str, owner: str) -> Conversation | None:
         """The whole conversation; None when unknown, expired or another owner's."""
@@ -224,10 +222,12 @@ class SQLiteStore:
 
         def read(db: sqlite3.Connection) -> Conversation | None:
             row = db.execute(
-                "SELECT agent, updated_at FROM conversations WHERE id = ? AND owner = ? AND updated_at > ?",
-                (conversation_id, owner, horizon),
+                "SELECT agent, updated_at FROM conversations WHERE owner = ? AND id = ? AND updated_at > ?",
+                (owner, conversation_id, horizon),
             ).fetchone()
-            return None if row is None else Conversation(conversation_id, row[0], row[1], _turns(db, conversation_id))
+            if row is None:
+                return None
+            return Conversation(conversation_id, row[0], row[1], _turns(db, owner, conversation_id))
 
         return await self._run(read)
 
@@ -237,8 +237,8 @@ class SQLiteStore:
         """Up to `limit` of the owner's conversations, newest first, strictly after the `before` cursor."""
         horizon = self._clock() - self._ttl
         sql = (
-            "SELECT id, agent, updated_at, (SELECT count(*) FROM turns WHERE conversation_id = id), preview "
-            "FROM conversations WHERE owner = ? AND updated_at > ?"
+            "SELECT id, agent, updated_at, (SELECT count(*) FROM turns AS t WHERE t.owner = c.owner"
+            " AND t.conversation_id = c.id), preview FROM conversations AS c WHERE owner = ? AND updated_at > ?"
         )
         params: tuple[object, ...] = (owner, horizon)
         if before is not None:
@@ -258,11 +258,11 @@ class SQLiteStore:
 
         def write(db: sqlite3.Connection) -> bool:
             row = db.execute(
-                "SELECT updated_at FROM conversations WHERE id = ? AND owner = ?", (conversation_id, owner)
+                "SELECT updated_at FROM conversations WHERE owner = ? AND id = ?", (owner, conversation_id)
             ).fetchone()
             if row is None:
                 return False
-            _forget(db, conversation_id)
+            _forget(db, owner, conversation_id)
             return bool(row[0] > horizon)
 
         return await self._run(write, write=True)
@@ -283,7 +283,8 @@ class SQLiteStore:
 
         def write(db: sqlite3.Connection) -> int:
             db.execute(
-                "DELETE FROM turns WHERE conversation_id IN (SELECT id FROM conversations WHERE updated_at <= ?)",
+                "DELETE FROM turns WHERE (owner, conversation_id) IN"
+                " (SELECT owner, id FROM conversations WHERE updated_at <= ?)",
                 (horizon,),
             )
             return db.execute("DELETE FROM conversations WHERE updated_at <= ?", (horizon,)).rowcount
@@ -296,7 +297,7 @@ class SQLiteStore:
         def probe(db: sqlite3.Connection) -> None:
             # Rewriting the version to itself inside a transaction that is rolled back: a real write
             # attempt, so a read-only file or folder shows here and not on the first message.
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute(f"PRAGMA user_version = {schema.VERSION}")
             raise _Probed
 
         with contextlib.suppress(_Probed):
