@@ -124,9 +124,14 @@ def test_each_caller_sees_only_their_own_conversations(http: httpx.Client) -> No
         response = http.request(method, f"/conversations/{bobs}", headers=alice)
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "conversation_not_found"
-    taken = http.post("/chat", json={"message": "mine now", "conversation_id": bobs}, headers=alice)
-    assert taken.status_code == 404
-    assert http.get(f"/conversations/{bobs}", headers={"X-Test-Owner": "bob"}).json()["turns"][0]["text"] == "bob's"
+    # The same id under alice is alice's own conversation; bob's stays as it was.
+    same_id = http.post("/chat", json={"message": "mine now", "conversation_id": bobs}, headers=alice)
+    assert same_id.status_code == 200
+    assert http.get(f"/conversations/{bobs}", headers=alice).json()["turns"][0]["text"] == "mine now"
+    assert [t["text"] for t in http.get(f"/conversations/{bobs}", headers={"X-Test-Owner": "bob"}).json()["turns"]] == [
+        "bob's",
+        "Hello, world!",
+    ]
 
 
 def test_a_stream_the_client_abandons_is_listed_as_interrupted(http: httpx.Client, fake_ollama: FakeModel) -> None:

@@ -81,7 +81,7 @@ def test_every_error_path_has_a_clean_body(
         assert_clean(post({"message": "hi", "agent": "nobody"}), 404, "agent_not_found")
         mine = post({"message": "hi"}).json()["conversation_id"]
         theirs = {"Authorization": f"Bearer {OTHER_KEY}"}
-        assert_clean(post({"message": "hi", "conversation_id": mine}, headers=theirs), 404, "conversation_not_found")
+        assert_clean(client.get(f"/conversations/{mine}", headers=theirs), 404, "conversation_not_found")
         for stream in (False, True):
             for script, status, code in [
                 (Script(status=500, error=LEAKY), 502, "upstream_error"),
