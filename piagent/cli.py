@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -31,9 +32,10 @@ def serve(settings: Settings) -> int:
     import uvicorn
 
     from piagent.http.app import create_app
-    from piagent.server import build_server
+    from piagent.server import build_server, edge_limits, edge_protocol
 
     app = create_app(settings)
+    limits = edge_limits(settings)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -42,10 +44,23 @@ def serve(settings: Settings) -> int:
         access_log=settings.access_log,
         log_config=_log_config(settings.log_level),
         server_header=False,
+        # Heads, slow clients and the connection cap are bounded in piagent's protocol classes.
+        http=edge_protocol(limits),
+        h11_max_incomplete_event_size=limits.max_header_bytes,
     )
-    server = build_server(config, settings.shutdown_grace)
-    with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl+C forces the exit: no traceback for it
-        server.run()
+    notifier = watchdog = None
+    if "NOTIFY_SOCKET" in os.environ:  # started by systemd with Type=notify
+        from piagent.systemd import Notifier, watchdog_interval
+
+        notifier = Notifier.from_env(os.environ)
+        watchdog = watchdog_interval(os.environ, os.getpid())
+    server = build_server(config, settings.shutdown_grace, notifier, watchdog)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl+C forces the exit: no traceback for it
+            server.run()
+    finally:
+        if notifier is not None:
+            notifier.close()
     return 0 if server.started else 3
 
 

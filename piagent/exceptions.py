@@ -11,14 +11,17 @@ One handler registered for `PiagentError` turns any of them into
     │   ├── Unauthorized ............ 401 (no or a wrong API key; WWW-Authenticate)
     │   ├── NotFound ................ 404 (unknown route)
     │   ├── MethodNotAllowed ........ 405
+    │   ├── RequestTimeout .......... 408 (the request head did not arrive in time; written by the protocol)
     │   ├── PayloadTooLarge ......... 413
     │   ├── UnsupportedMediaType .... 415
+    │   ├── HeadersTooLarge ......... 431 (request head over its byte or header limit; written by the protocol)
     │   ├── ValidationFailed ........ 422 (names the field)
     │   ├── AgentNotFound ........... 404 (lists the known agents)
     │   ├── ConversationNotFound .... 404 (unknown, expired or someone else's)
     │   └── RateLimited ............. 429 (this key's requests a minute; Retry-After)
     ├── Busy ........................ 503 (every generation slot and queue place is taken; Retry-After)
     ├── ShuttingDown ................ 503 (the server is stopping; generations are refused or ended)
+    ├── TooManyConnections .......... 503 (over the open-connection cap; written by the protocol)
     ├── UpstreamError ............... 502 (carries the upstream's own message)
     │   ├── UpstreamUnavailable ..... 503
     │   └── UpstreamTimeout ......... 504
@@ -90,6 +93,13 @@ class MethodNotAllowed(RequestError):
     status_code = 405
 
 
+class RequestTimeout(RequestError):
+    """The request head did not arrive within the head timeout."""
+
+    code = "request_timeout"
+    status_code = 408
+
+
 class PayloadTooLarge(RequestError):
     """The body is over the configured byte limit."""
 
@@ -102,6 +112,13 @@ class UnsupportedMediaType(RequestError):
 
     code = "unsupported_media_type"
     status_code = 415
+
+
+class HeadersTooLarge(RequestError):
+    """The request head is over its byte limit or has too many header fields."""
+
+    code = "headers_too_large"
+    status_code = 431
 
 
 class ValidationFailed(RequestError):
@@ -161,6 +178,13 @@ class ShuttingDown(PiagentError):
     """The server is stopping: no new generation starts, and the ones past the grace period are ended."""
 
     code = "shutting_down"
+    status_code = 503
+
+
+class TooManyConnections(PiagentError):
+    """Every connection piagent allows itself is open; the new one is answered and closed at once."""
+
+    code = "too_many_connections"
     status_code = 503
 
 

@@ -323,6 +323,36 @@ KEYS: tuple[_Key, ...] = (
         "Generations waiting for a slot at most; past them the answer is 503 `busy` with Retry-After.",
     ),
     _Key(
+        "PIAGENT_MAX_HEADER_BYTES",
+        "max_header_bytes",
+        _integer(1024, 1024 * 1024),
+        "Largest request head (request line and headers) read; larger gets 431 and the connection is closed.",
+    ),
+    _Key(
+        "PIAGENT_MAX_HEADERS",
+        "max_headers",
+        _integer(1, 10_000),
+        "Most header fields in one request; more gets 431 and the connection is closed.",
+    ),
+    _Key(
+        "PIAGENT_HEADER_TIMEOUT",
+        "header_timeout",
+        _seconds(0.1, 3600),
+        "Seconds a connection has to send a whole request head (also each later one on a kept-alive connection).",
+    ),
+    _Key(
+        "PIAGENT_BODY_TIMEOUT",
+        "body_timeout",
+        _seconds(0.1, 3600),
+        "Seconds of silence allowed between pieces of a request body; then the connection is closed.",
+    ),
+    _Key(
+        "PIAGENT_MAX_OPEN_CONNECTIONS",
+        "max_open_connections",
+        _integer(1, 1_000_000),
+        "Client connections open at once; a new one past it gets 503 and is closed. Kept below the open-file limit.",
+    ),
+    _Key(
         "PIAGENT_API_KEYS",
         "api_keys",
         _api_keys,
@@ -402,6 +432,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_tokens: int = 1024
     max_concurrent: int = 1
     max_queue: int = 8
+    max_header_bytes: int = 16384
+    max_headers: int = 100
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_open_connections: int = 512
     api_keys: tuple[str, ...] = ()
     api_keys_file: str = ""
     rate_limit: int = 0

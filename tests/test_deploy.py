@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from piagent.server import SPARE_DESCRIPTORS
+from piagent.settings import Settings
+
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "deploy" / "piagent.service"
 EXEC = "/opt/piagent/.venv/bin/piagent"
@@ -50,6 +53,13 @@ def test_it_runs_piagent_as_its_own_user_with_the_env_file(service: dict[str, li
     assert service["StateDirectory"] == ["piagent"]
 
 
+def test_it_tells_systemd_when_it_is_ready_and_has_a_watchdog(service: dict[str, list[str]]) -> None:
+    assert service["Type"] == ["notify"]
+    (watchdog,) = service["WatchdogSec"]
+    # piagent pings every half of it from its event loop; long enough for a busy Pi, short enough to matter.
+    assert 10 <= int(watchdog) <= 120
+
+
 def test_it_restarts_on_failure_within_a_memory_limit_fit_for_a_pi(service: dict[str, list[str]]) -> None:
     assert service["Restart"] == ["on-failure"]
     (limit,) = service["MemoryMax"]
@@ -72,6 +82,14 @@ def test_it_restarts_on_failure_within_a_memory_limit_fit_for_a_pi(service: dict
 )
 def test_it_is_hardened(service: dict[str, list[str]], key: str, value: str) -> None:
     assert service[key] == [value]
+
+
+def test_its_open_file_limit_fits_the_connection_cap_the_upstream_pool_and_spares(
+    service: dict[str, list[str]],
+) -> None:
+    (limit,) = service["LimitNOFILE"]
+    defaults = Settings()
+    assert int(limit) >= defaults.max_open_connections + defaults.max_connections + SPARE_DESCRIPTORS
 
 
 def test_it_is_enabled_for_boot() -> None:

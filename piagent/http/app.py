@@ -16,13 +16,19 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect
 
 from piagent.agents import Agents, load_agents
 from piagent.chat import ChatService
 from piagent.exceptions import PiagentError, StoreUnavailable
 from piagent.generations import GenerationLimiter
 from piagent.http.auth import ApiKeyMiddleware, load_api_keys
-from piagent.http.errors import handle_http_exception, handle_piagent_error, handle_unexpected
+from piagent.http.errors import (
+    handle_client_disconnect,
+    handle_http_exception,
+    handle_piagent_error,
+    handle_unexpected,
+)
 from piagent.http.page import load_chat_page
 from piagent.http.ratelimit import RateLimitMiddleware, TokenBuckets
 from piagent.http.requests import STATE_KEY, Runtime
@@ -195,6 +201,7 @@ def create_app(
         exception_handlers={
             PiagentError: handle_piagent_error,
             HTTPException: handle_http_exception,
+            ClientDisconnect: handle_client_disconnect,
             Exception: handle_unexpected,
         },
         lifespan=_lifespan(settings, agents, specs, transport, clock, upstream_clock, store_factory(settings, clock)),

@@ -30,6 +30,14 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     return error_response_for(request, error, headers=exc.headers)
 
 
+async def handle_client_disconnect(request: Request, exc: Exception) -> Response:
+    """The client left while its body was read (or the body timeout closed it): nobody reads an answer.
+
+    Without this handler Starlette's ClientDisconnect would reach the server log as an unexpected error.
+    """
+    return Response(status_code=499)
+
+
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     """Anything unforeseen: a 500 in the usual shape, no traceback (the server log has it).
 
