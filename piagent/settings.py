@@ -378,6 +378,54 @@ KEYS: tuple[_Key, ...] = (
         "Seconds running generations get to finish on SIGTERM before they are ended.",
     ),
     _Key(
+        "PIAGENT_MCP_FILE",
+        "mcp_file",
+        _text,
+        "A TOML file listing MCP servers whose tools agents may use (see 'MCP servers'); empty: none.",
+    ),
+    _Key(
+        "PIAGENT_MCP_TIMEOUT",
+        "mcp_timeout",
+        _seconds(0.01, 86_400),
+        "Seconds one MCP tool call may take; a server's own `timeout` wins.",
+    ),
+    _Key(
+        "PIAGENT_MCP_START_TIMEOUT",
+        "mcp_start_timeout",
+        _seconds(0.01, 86_400),
+        "Seconds an MCP server gets to start: its process launched (or URL reached), the handshake, its tool list.",
+    ),
+    _Key(
+        "PIAGENT_MCP_MAX_OUTPUT_BYTES",
+        "mcp_max_output_bytes",
+        _integer(1, 256 * 1024 * 1024),
+        "Bytes of one MCP tool result given to the model; more is cut with a marker. A server may set its own.",
+    ),
+    _Key(
+        "PIAGENT_MCP_MAX_MESSAGE_BYTES",
+        "mcp_max_message_bytes",
+        _integer(1024, 256 * 1024 * 1024),
+        "Largest single message accepted from an MCP server; a larger one is a protocol error.",
+    ),
+    _Key(
+        "PIAGENT_MCP_MAX_TOOLS",
+        "mcp_max_tools",
+        _integer(1, 10_000),
+        "Tools taken from one MCP server at most; the rest are left out.",
+    ),
+    _Key(
+        "PIAGENT_MCP_MAX_TOOL_BYTES",
+        "mcp_max_tool_bytes",
+        _integer(64, 16 * 1024 * 1024),
+        "Largest tool definition (description and schemas as JSON) taken from an MCP server; larger ones are left out.",
+    ),
+    _Key(
+        "PIAGENT_MCP_RESTART_MAX",
+        "mcp_restart_max",
+        _seconds(0.01, 86_400),
+        "Longest wait before a stdio MCP server that died is restarted; the wait doubles from 1 s up to it.",
+    ),
+    _Key(
         "PIAGENT_CORS_ORIGINS",
         "cors_origins",
         _origins,
@@ -441,6 +489,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_keys_file: str = ""
     rate_limit: int = 0
     shutdown_grace: float = 8.0
+    mcp_file: str = ""
+    mcp_timeout: float = 30.0
+    mcp_start_timeout: float = 30.0
+    mcp_max_output_bytes: int = 16384
+    mcp_max_message_bytes: int = 1048576
+    mcp_max_tools: int = 64
+    mcp_max_tool_bytes: int = 16384
+    mcp_restart_max: float = 60.0
     cors_origins: tuple[str, ...] = ()
     chat_page: bool = True
     log_level: str = "info"
