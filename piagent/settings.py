@@ -302,7 +302,15 @@ KEYS: tuple[_Key, ...] = (
         "PIAGENT_MAX_LINE_BYTES",
         "max_line_bytes",
         _integer(1024, 256 * 1024 * 1024),
-        "Longest single line accepted from the model server; longer is an upstream error.",
+        "Longest single line accepted from the model server, and largest small JSON answer (`/api/tags`); longer "
+        "is an upstream error.",
+    ),
+    _Key(
+        "PIAGENT_MAX_ERROR_BYTES",
+        "max_error_bytes",
+        _integer(1024, 16 * 1024 * 1024),
+        "Most bytes of a model server's error body read for its message; the rest is not read (the connection "
+        "is closed).",
     ),
     _Key(
         "PIAGENT_MAX_TOKENS",
@@ -477,6 +485,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: int = 65536
     max_message_chars: int = 16000
     max_line_bytes: int = 1048576
+    max_error_bytes: int = 65536
     max_tokens: int = 1024
     max_concurrent: int = 1
     max_queue: int = 8

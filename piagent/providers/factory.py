@@ -81,10 +81,23 @@ def build_providers(
             )
             first_token = settings.first_token_timeout
             if spec.kind == "openai":
-                provider = OpenAIProvider(client, pool, spec.api_key, settings.max_line_bytes, first_token)
+                provider = OpenAIProvider(
+                    client,
+                    pool,
+                    spec.api_key,
+                    settings.max_line_bytes,
+                    first_token,
+                    max_error_bytes=settings.max_error_bytes,
+                )
             else:
                 provider = OllamaProvider(
-                    client, pool, settings.keep_alive, settings.max_line_bytes, spec.api_key, first_token
+                    client,
+                    pool,
+                    settings.keep_alive,
+                    settings.max_line_bytes,
+                    spec.api_key,
+                    first_token,
+                    max_error_bytes=settings.max_error_bytes,
                 )
             by_spec[spec] = provider
         providers[agent_name] = provider

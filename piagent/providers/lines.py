@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable
 
 from piagent.exceptions import UpstreamError
 
 
-async def iter_lines(chunks: AsyncIterable[bytes], max_line_bytes: int, upstream: str) -> AsyncIterator[bytes]:
+async def iter_lines(chunks: AsyncIterable[bytes], max_line_bytes: int, upstream: str) -> AsyncGenerator[bytes, None]:
     """Yield each non-blank line (without its b"\\n") as soon as it is complete.
 
     Splitting bytes on b"\\n" ourselves, rather than `aiter_lines()`, keeps JSON strings whole: those

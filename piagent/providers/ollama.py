@@ -92,10 +92,13 @@ class OllamaProvider:
         max_line_bytes: int = 1 << 20,
         api_key: str = "",
         first_token_timeout: float | None = None,
+        max_error_bytes: int = 64 * 1024,
     ) -> None:
         self.name = pool.kind
         self.upstreams = pool.upstreams
-        self._core = ProviderCore(client, pool, "application/x-ndjson", api_key, max_line_bytes, first_token_timeout)
+        self._core = ProviderCore(
+            client, pool, "application/x-ndjson", api_key, max_line_bytes, first_token_timeout, max_error_bytes
+        )
         self._keep_alive = _keep_alive(keep_alive)
         self._encoder = msgspec.json.Encoder()
         self._decoder = msgspec.json.Decoder(_Chunk)
@@ -111,9 +114,9 @@ class OllamaProvider:
         body = self._body(model, messages, options)
         decode = self._decoder.decode
         completion: Completion | None = None
-        async with self._core.reply("/api/chat", body) as (name, response):
+        async with self._core.reply("/api/chat", body) as (name, lines):
             try:
-                async for line in self._core.lines(response, name):
+                async for line in lines:
                     if completion is not None:
                         continue  # nothing follows "done"; reading to the end keeps the connection poolable
                     try:

@@ -101,10 +101,13 @@ class OpenAIProvider:
         api_key: str = "",
         max_line_bytes: int = 1 << 20,
         first_token_timeout: float | None = None,
+        max_error_bytes: int = 64 * 1024,
     ) -> None:
         self.name = pool.kind
         self.upstreams = pool.upstreams
-        self._core = ProviderCore(client, pool, "text/event-stream", api_key, max_line_bytes, first_token_timeout)
+        self._core = ProviderCore(
+            client, pool, "text/event-stream", api_key, max_line_bytes, first_token_timeout, max_error_bytes
+        )
         self._encoder = msgspec.json.Encoder()
         self._decoder = msgspec.json.Decoder(_Chunk)
 
@@ -128,9 +131,9 @@ class OpenAIProvider:
         finish: str | None = None
         usage: _Usage | None = None
         done = False
-        async with self._core.reply("/v1/chat/completions", body) as (name, response):
+        async with self._core.reply("/v1/chat/completions", body) as (name, lines):
             try:
-                async for line in self._core.lines(response, name):
+                async for line in lines:
                     data = sse_data(line, name)
                     # No payload (a comment, another field), or past [DONE], where nothing follows but
                     # reading to the end keeps the connection poolable.

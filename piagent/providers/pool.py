@@ -5,14 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Literal
 
 import httpx
-import msgspec
 
-from piagent.exceptions import UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from piagent.providers.errors import ReplyTimeouts, status_error, translate_transport_error
-from piagent.schemas import UpstreamHealth
+from piagent.exceptions import UpstreamUnavailable
+from piagent.providers.errors import ReplyTimeouts, translate_transport_error
 
 
 class Upstream:
@@ -100,43 +97,6 @@ class UpstreamPool:
     def is_down(self, upstream: Upstream) -> bool:
         """Whether `upstream` is cooling off after a refused connection."""
         return upstream.down_until > self._clock()
-
-    async def get(
-        self, client: httpx.AsyncClient, upstream: Upstream, path: str, headers: httpx.Headers, seconds: float = 5.0
-    ) -> bytes:
-        """A small GET on `upstream` that its server answers itself (no generation); failures translated like
-        a chat's, and a refused connection starts its cool-off."""
-        try:
-            response = await client.get(upstream.url_for(path), headers=headers, timeout=seconds)
-        except httpx.TransportError as exc:
-            if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-                self.mark_down(upstream)
-            raise translate_transport_error(exc, upstream.name) from exc
-        if response.status_code != 200:
-            raise status_error(upstream.name, response.status_code, response.content)
-        upstream.down_until = 0.0
-        return response.content
-
-    async def check(
-        self,
-        client: httpx.AsyncClient,
-        upstream: Upstream,
-        path: str,
-        headers: httpx.Headers,
-        version: Callable[[bytes], str | None],
-    ) -> UpstreamHealth:
-        """GET `path` on `upstream` and report it, with `version` read from the body. Never raises."""
-        name = upstream.name
-        try:
-            found = version(await self.get(client, upstream, path, headers))
-        except UpstreamError as exc:
-            reached = not isinstance(exc, UpstreamUnavailable | UpstreamTimeout)
-            status: Literal["unavailable", "error"] = "error" if reached else "unavailable"
-            return UpstreamHealth(name, status, error=exc.message, in_flight=upstream.in_flight)
-        except (msgspec.DecodeError, UnicodeDecodeError):
-            message = f"{name} answered {path} with something else"
-            return UpstreamHealth(name, "error", error=message, in_flight=upstream.in_flight)
-        return UpstreamHealth(name, "ok", version=found, in_flight=upstream.in_flight)
 
     @asynccontextmanager
     async def stream(
