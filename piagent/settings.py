@@ -132,6 +132,17 @@ def _text(text: str) -> str:
     return text.strip()
 
 
+def _items(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _url_prefixes(text: str) -> tuple[str, ...]:
+    prefixes = _items(text)
+    if not all(prefix.startswith(("http://", "https://")) for prefix in prefixes):
+        raise ValueError("comma-separated URL prefixes like http://192.168.1.20/api/")
+    return prefixes
+
+
 # Shorter keys could be guessed, and the owner id derived from a key would let a guess be checked offline.
 MIN_KEY_LENGTH = 16
 
@@ -453,6 +464,68 @@ KEYS: tuple[_Key, ...] = (
         _boolean,
         "Debug only: also log message and reply text at debug level.",
     ),
+    # Tools agents may call (docs/tools.md); each built-in is off until an agent lists it.
+    _Key("PIAGENT_TOOLS_FILE", "tools_file", _text, "A TOML file of command tools (see docs/tools.md); empty: none."),
+    _Key(
+        "PIAGENT_TOOL_TIMEOUT",
+        "tool_timeout",
+        _seconds(0.01, 3600),
+        "Seconds one tool call may take; a command tool's own `timeout` may only shorten it.",
+    ),
+    _Key(
+        "PIAGENT_TOOL_OUTPUT_MAX_BYTES",
+        "tool_output_max_bytes",
+        _integer(256, 16 * 1024 * 1024),
+        "Bytes of one tool result given to the model; the rest is cut with a `[truncated: N bytes more]` marker.",
+    ),
+    _Key(
+        "PIAGENT_TOOL_ARGUMENTS_MAX_BYTES",
+        "tool_arguments_max_bytes",
+        _integer(64, 16 * 1024 * 1024),
+        "Largest arguments (JSON) of one tool call; larger is an error result and the tool does not run.",
+    ),
+    _Key(
+        "PIAGENT_HTTP_GET_ALLOW",
+        "http_get_allow",
+        _url_prefixes,
+        "Comma-separated URL prefixes `http_get` may fetch (matched on whole path segments); empty: none.",
+    ),
+    _Key(
+        "PIAGENT_HTTP_GET_ALLOW_PRIVATE",
+        "http_get_allow_private",
+        _boolean,
+        "Let `http_get` reach loopback, private and link-local addresses (still only under the prefixes).",
+    ),
+    _Key(
+        "PIAGENT_HTTP_GET_MAX_BYTES",
+        "http_get_max_bytes",
+        _integer(1024, 64 * 1024 * 1024),
+        "Bytes of a body `http_get` reads at most; it stops reading there.",
+    ),
+    _Key(
+        "PIAGENT_HTTP_GET_MAX_REDIRECTS",
+        "http_get_max_redirects",
+        _integer(0, 20),
+        "Redirects `http_get` follows, each checked like the first URL.",
+    ),
+    _Key(
+        "PIAGENT_READ_FILE_DIRS",
+        "read_file_dirs",
+        _items,
+        "Comma-separated folders `read_file` may read from (symlinks out of them refused); empty: none.",
+    ),
+    _Key(
+        "PIAGENT_READ_FILE_MAX_BYTES",
+        "read_file_max_bytes",
+        _integer(1, 64 * 1024 * 1024),
+        "Bytes of a file `read_file` reads at most.",
+    ),
+    _Key(
+        "PIAGENT_SYSTEM_STATUS_DISKS",
+        "system_status_disks",
+        _items,
+        "Comma-separated paths whose filesystems `system_status` reports.",
+    ),
 )
 
 
@@ -511,6 +584,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = "info"
     access_log: bool = True
     log_content: bool = False
+    tools_file: str = ""
+    tool_timeout: float = 10.0
+    tool_output_max_bytes: int = 16384
+    tool_arguments_max_bytes: int = 16384
+    http_get_allow: tuple[str, ...] = ()
+    http_get_allow_private: bool = False
+    http_get_max_bytes: int = 262144
+    http_get_max_redirects: int = 3
+    read_file_dirs: tuple[str, ...] = ()
+    read_file_max_bytes: int = 65536
+    system_status_disks: tuple[str, ...] = ("/",)
 
     def __post_init__(self) -> None:
         if self.max_concurrent > self.max_connections:

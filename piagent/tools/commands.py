@@ -240,9 +240,12 @@ def load_commands(
             raise SettingsError(f"tools file {path}: tool {name!r}: {exc}") from exc
         problem = _check_command(name, spec)
         tool = CommandTool(name, spec, timeout=timeout, output_max_bytes=output_max_bytes, environ=env_source)
-        if problem is None and _program(spec.argv[0], tool.env) is None:
+        program = _program(spec.argv[0], tool.env) if problem is None else None
+        if problem is None and program is None:
             problem = f"argv: program {spec.argv[0]!r} not found (the tool's PATH is {tool.env['PATH']})"
-        if problem is not None:
+        if problem is not None or program is None:
             raise SettingsError(f"tools file {path}: tool {name!r}: {problem}")
+        # The program found now is the one run later, whatever appears on the PATH meanwhile.
+        tool.argv = (program, *tool.argv[1:])
         tools[name] = tool
     return tools
