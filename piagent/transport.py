@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import enum
 from collections.abc import AsyncIterator, Mapping
 from typing import Final, cast
 
@@ -33,6 +34,33 @@ import httpx
 BUFFER_LIMIT: Final = 64 * 1024
 
 _Origin = tuple[str, int]
+
+
+class _State(enum.IntEnum):
+    """How far the exchange on a connection has got, as httpcore's `HTTPConnectionState` and h11's states say it.
+
+    The order matters: every state from BODY on has the response head, every state from DONE on the whole
+    response. A failure does not change the state (it sets `_Connection.error` and closes the socket), so the
+    state still says how far the exchange got: WAITING means the server sent not one byte of an answer.
+    """
+
+    IDLE = 0  # no request in flight (new, or kept alive in the pool): a byte from the server now is a fault
+    WAITING = 1  # the request is sent; no byte of the answer yet
+    HEAD = 2  # the answer's status line and headers are arriving
+    INFORMATIONAL = 3  # a 1xx answer's head is in (100 Continue, 103 Early Hints): the real answer follows
+    BODY = 4  # the head is in; the body is arriving
+    DONE = 5  # the response is complete and the connection can carry another request
+    ENDED = 6  # the response is complete but the connection cannot be reused (closing, closed or told to close)
+
+
+# Module constants for the per-token path: a global is found faster than a member through its class.
+_IDLE: Final = _State.IDLE
+_WAITING: Final = _State.WAITING
+_HEAD: Final = _State.HEAD
+_INFORMATIONAL: Final = _State.INFORMATIONAL
+_BODY: Final = _State.BODY
+_DONE: Final = _State.DONE
+_ENDED: Final = _State.ENDED
 
 
 class _ExtraResponse(Exception):
@@ -54,7 +82,6 @@ class _Connection(asyncio.Protocol):
         "_deadline",
         "_drain_waiter",
         "_head_request",
-        "_informational",
         "_loop",
         "_parser",
         "_pool",
@@ -63,19 +90,13 @@ class _Connection(asyncio.Protocol):
         "_waiter",
         "_writing_paused",
         "buffered",
-        "complete",
-        "eof",
         "error",
         "headers",
-        "headers_done",
         "http_version",
-        "idle",
         "idle_since",
-        "keep_alive",
-        "lost",
         "origin",
         "reason",
-        "received",
+        "state",
         "status",
         "transport",
     )
@@ -90,31 +111,25 @@ class _Connection(asyncio.Protocol):
         self._drain_waiter: asyncio.Future[bool] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
+        # Flow control, both ways: asyncio's own protocol flags, independent of the exchange's state.
         self._reading_paused = False
         self._writing_paused = False
-        self._close_after = False
         self._closing: asyncio.Future[None] = loop.create_future()
-        self.error: httpx.TransportError | None = None
-        self.eof = False
-        self.lost = False
-        self.idle = False
+        self.error: httpx.TransportError | None = None  # set once the connection failed; it is then closed
         self.idle_since = 0.0
-        self._reset()
+        self._reset(_IDLE, head_request=False, close_after=False)
 
-    def _reset(self) -> None:
+    def _reset(self, state: _State, head_request: bool, close_after: bool) -> None:
         """Forget the previous response (also drops unread bytes of a complete one)."""
+        self.state = state
+        self._head_request = head_request  # llhttp cannot be told the request was HEAD
+        self._close_after = close_after  # the request asked for Connection: close
         self._chunks: list[bytes] = []
         self.buffered = 0
-        self._informational = False
-        self._head_request = False
-        self.received = False
         self.status = 0
         self.reason = b""
         self.http_version = b"HTTP/1.1"
         self.headers: list[tuple[bytes, bytes]] = []
-        self.headers_done = False
-        self.complete = False
-        self.keep_alive = False
 
     # ----------------------------------------------------------------- asyncio callbacks
 
@@ -126,12 +141,11 @@ class _Connection(asyncio.Protocol):
         if parser is None:  # nobody asked: an idle connection that speaks out of turn cannot be trusted
             self._fail(httpx.RemoteProtocolError("the server sent data on an idle connection"))
             return
-        self.received = True
         try:
             parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            if self.complete and isinstance(exc.__context__, _ExtraResponse):
-                self.keep_alive = False  # the reply is whole; only the connection is lost
+            if self.state >= _DONE and isinstance(exc.__context__, _ExtraResponse):
+                self.state = _ENDED  # the reply is whole; only the connection is lost
                 self.abort()
             else:
                 self._fail(_with_cause(httpx.RemoteProtocolError(f"invalid HTTP response: {exc}"), exc))
@@ -140,12 +154,10 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def eof_received(self) -> bool:
-        self.eof = True
         self._end_of_stream(None)
         return False  # let the transport close its side too
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
         self._end_of_stream(exc)
         drain = self._drain_waiter
         if drain is not None and not drain.done():
@@ -169,8 +181,9 @@ class _Connection(asyncio.Protocol):
     # ----------------------------------------------------------------- httptools callbacks
 
     def on_message_begin(self) -> None:
-        if self.complete:
+        if self.state >= _DONE:
             raise _ExtraResponse
+        self.state = _HEAD
 
     def on_status(self, status: bytes) -> None:
         self.reason += status  # llhttp may hand the reason phrase over in pieces
@@ -182,19 +195,19 @@ class _Connection(asyncio.Protocol):
         parser = cast(httptools.HttpResponseParser, self._parser)
         status = parser.get_status_code()
         if status < 200:  # 100 Continue, 103 Early Hints...: not the answer; the real one follows
-            self._informational = True
+            self.state = _INFORMATIONAL
             self.headers = []
             self.reason = b""
             return
         self.status = status
         self.http_version = b"HTTP/" + parser.get_http_version().encode()
-        self.headers_done = True
-        if self._head_request:  # llhttp cannot be told the request was HEAD: the message ends here
-            self.keep_alive = not self._close_after and parser.should_keep_alive()
-            self.complete = True
+        if self._head_request:  # the message ends here, whatever its Content-Length says
+            self.state = _DONE if not self._close_after and parser.should_keep_alive() else _ENDED
+        else:
+            self.state = _BODY
 
     def on_body(self, body: bytes) -> None:
-        if self.complete:
+        if self.state is not _BODY:
             return
         self._chunks.append(body)
         self.buffered += len(body)
@@ -203,13 +216,12 @@ class _Connection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def on_message_complete(self) -> None:
-        if self._informational:
-            self._informational = False
-            return
-        if not self.complete:
+        state = self.state
+        if state is _INFORMATIONAL:
+            self.state = _HEAD
+        elif state is _BODY:
             parser = cast(httptools.HttpResponseParser, self._parser)
-            self.keep_alive = not self._close_after and parser.should_keep_alive()
-            self.complete = True
+            self.state = _DONE if not self._close_after and parser.should_keep_alive() else _ENDED
 
     # ----------------------------------------------------------------- state changes
 
@@ -225,19 +237,22 @@ class _Connection(asyncio.Protocol):
     def _fail(self, error: httpx.TransportError) -> None:
         if self.error is None:
             self.error = error
-        self.keep_alive = False
+        if self.state is _DONE:
+            self.state = _ENDED
         self.abort()
         self._wake()
 
     def _end_of_stream(self, exc: Exception | None) -> None:
         """The server closed (exc None) or the connection broke: end or fail the response in progress."""
-        self.keep_alive = False
-        if not self.complete and self.error is None:
+        state = self.state
+        if state is _DONE:
+            self.state = _ENDED
+        elif state is not _ENDED and self.error is None:
             if exc is not None:
                 self.error = _with_cause(httpx.ReadError(str(exc) or type(exc).__name__), exc)
-            elif self.headers_done and self._until_close():
-                self.complete = True
-            elif self.headers_done:
+            elif state is _BODY and self._until_close():
+                self.state = _ENDED
+            elif state is _BODY:
                 self.error = httpx.RemoteProtocolError("the server closed the connection before the body was complete")
             else:
                 self.error = httpx.RemoteProtocolError("the server closed the connection without sending a response")
@@ -265,18 +280,17 @@ class _Connection(asyncio.Protocol):
 
     def reusable(self) -> bool:
         """The last response completed, keep-alive holds and the server has not closed."""
-        return self.complete and self.keep_alive and self.error is None and not self.eof and not self.lost
+        return self.state is _DONE
 
     def usable(self, now: float, expiry: float | None) -> bool:
         """An idle connection that can take a request."""
-        if self.error is not None or self.eof or self.lost or self.transport is None or self.transport.is_closing():
+        if self.error is not None or self.transport is None or self.transport.is_closing():
             return False
         return expiry is None or now - self.idle_since <= expiry
 
     def make_idle(self) -> None:
         self._parser = None
-        self._reset()
-        self.idle = True
+        self._reset(_IDLE, head_request=False, close_after=False)
         self.idle_since = self._loop.time()
 
     @property
@@ -288,19 +302,16 @@ class _Connection(asyncio.Protocol):
 
     async def send(self, data: bytes, head_request: bool, close: bool, write_timeout: float | None) -> None:
         """Write the whole request; wait only if the transport's write buffer is over its limit."""
-        self.idle = False
-        self._reset()
-        self._head_request = head_request
-        self._close_after = close
+        self._reset(_WAITING, head_request, close)
         self._parser = httptools.HttpResponseParser(self)
         transport = self.transport
         if self.error is not None:
             raise self.error
-        if transport is None or transport.is_closing() or self.eof:
+        if transport is None or transport.is_closing():
             raise httpx.WriteError("the connection was closed before the request could be sent")
         transport.write(data)
         while self._writing_paused:
-            if self.lost:
+            if self._closing.done():
                 raise self.error or httpx.WriteError("the connection was lost while sending the request")
             waiter = self._drain_waiter = self._loop.create_future()
             timer = None if write_timeout is None else self._loop.call_later(write_timeout, _expire, waiter)
@@ -314,7 +325,7 @@ class _Connection(asyncio.Protocol):
 
     async def receive_headers(self, read_timeout: float | None) -> None:
         """Wait until the response's status line and headers are in."""
-        while not self.headers_done:
+        while self.state < _BODY:
             if self.error is not None:
                 raise self.error
             await self.receive(read_timeout)
@@ -390,7 +401,6 @@ class _Pool:
                 conn = idle.pop()
                 self.idle_count -= 1
                 if conn.usable(now, self._expiry):
-                    conn.idle = False
                     return conn, True
                 self._discard(conn)
         if self._max is None or self.slots < self._max:
@@ -399,7 +409,6 @@ class _Pool:
         if self.idle_count:  # full of idle connections to other origins: make room
             victim = next(conns for conns in self._idle.values() if conns).pop(0)
             self.idle_count -= 1
-            victim.idle = False
             self.replace(victim)  # its slot goes to the new connection
             return await self.open(origin, connect_timeout), False
         got = await self._wait_for_turn(origin, pool_timeout)
@@ -452,7 +461,7 @@ class _Pool:
     def replace(self, conn: _Connection) -> None:
         """Drop `conn` but keep its slot, for a new connection opened at once with `open`."""
         conn.abort()
-        if not conn.lost:
+        if not conn.closing.done():
             self._closing.add(conn)
         self.connections.discard(conn)
 
@@ -469,7 +478,6 @@ class _Pool:
                 continue
             if origin == conn.origin:
                 del waiters[index]
-                conn.idle = False
                 turn.set_result(conn)
                 return
             others = True
@@ -482,12 +490,10 @@ class _Pool:
     def connection_lost(self, conn: _Connection) -> None:
         """The socket is gone; an idle connection leaves the pool now (one in use, when its request ends)."""
         self._closing.discard(conn)
-        if conn.idle and conn in self.connections:
-            idle = self._idle.get(conn.origin)
-            if idle is not None and conn in idle:
-                idle.remove(conn)
-                self.idle_count -= 1
-            conn.idle = False
+        idle = self._idle.get(conn.origin)
+        if idle is not None and conn in idle:
+            idle.remove(conn)
+            self.idle_count -= 1
             self._discard(conn)
 
     def _discard(self, conn: _Connection, polite: bool = False) -> None:
@@ -495,7 +501,7 @@ class _Pool:
             conn.close()
         else:
             conn.abort()
-        if not conn.lost:
+        if not conn.closing.done():
             self._closing.add(conn)
         if conn in self.connections:
             self.connections.discard(conn)
@@ -514,8 +520,11 @@ class _Pool:
     async def aclose(self) -> None:
         """Close every connection, idle or in use, and wait (briefly) until their sockets are closed."""
         self.closed = True
+        idle = [conn for conns in self._idle.values() for conn in conns]
         self._idle.clear()
         self.idle_count = 0
+        for conn in idle:
+            self._discard(conn)
         conns = list(self.connections | self._closing)
         for conn in conns:
             conn.fail(httpx.ReadError("the transport was closed"))
@@ -549,7 +558,7 @@ class ResponseStream(httpx.AsyncByteStream):
         while True:
             if conn.buffered:
                 yield conn.take()
-            elif conn.complete:
+            elif conn.state >= _DONE:
                 return
             elif conn.error is not None:
                 raise conn.error
@@ -623,7 +632,7 @@ class HTTPToolsTransport(httpx.AsyncBaseTransport):
                 await conn.send(data, head_request, close, write_timeout)
                 await conn.receive_headers(read_timeout)
             except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
-                if not reused or conn.received:
+                if not reused or conn.state is not _WAITING:
                     raise
                 # The server closed this keep-alive connection while we were choosing it: once more, on a new one.
                 pool.replace(conn)

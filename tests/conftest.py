@@ -53,7 +53,13 @@ def fake_ollama() -> Iterator[FakeModel]:
 
 
 @pytest.fixture
-def make_settings(prompts_dir: Path, fake_ollama: FakeModel) -> MakeSettings:
+def fast_transport() -> bool:
+    """piagent's own upstream transport (the default); a test marked `both_transports` also runs on httpx's."""
+    return True
+
+
+@pytest.fixture
+def make_settings(prompts_dir: Path, fake_ollama: FakeModel, fast_transport: bool) -> MakeSettings:
     """Settings pointing at the fake Ollama and the test agents; keyword arguments override."""
 
     def make(**overrides: Any) -> Settings:
@@ -62,6 +68,7 @@ def make_settings(prompts_dir: Path, fake_ollama: FakeModel) -> MakeSettings:
             "prompts_dir": str(prompts_dir),
             "model": "test-model",
             "read_timeout": 10.0,
+            "fast_transport": fast_transport,
         }
         values.update(overrides)
         return Settings(**values)

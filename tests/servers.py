@@ -15,12 +15,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import pytest
 import uvicorn
 from starlette.types import ASGIApp
 
 from piagent.http.requests import STATE_KEY, Runtime
 
 T = TypeVar("T")
+
+# Runs a test (whose app comes from the `make_settings` fixture) on both upstream transports: piagent's own
+# (plain-http upstreams) and httpx's default (https upstreams, PIAGENT_FAST_TRANSPORT=false).
+TRANSPORTS = [pytest.param(True, id="piagent-transport"), pytest.param(False, id="httpx-transport")]
+both_transports = pytest.mark.parametrize("fast_transport", TRANSPORTS)
 
 
 def free_socket() -> socket.socket:

@@ -13,7 +13,7 @@ import pytest
 from bench.fakemodel import FakeModel, Script
 from piagent import Settings, create_app
 from piagent.schemas import TokenEvent
-from tests.servers import Served, serve_app
+from tests.servers import TRANSPORTS, Served, both_transports, serve_app
 from tests.settle import assert_settled, baseline_tasks
 
 
@@ -106,6 +106,7 @@ def test_a_failure_before_the_first_token_leaves_the_conversation_as_it_was(
     assert contents == ["one", "Hello, world!", "three"]
 
 
+@both_transports
 def test_plain_text_stream_arrives_token_by_token(client: httpx.Client, fake_ollama: FakeModel) -> None:
     fake_ollama.script = Script(tokens=["a", "b", "c", "d", "e"], delay=0.1)
     started = time.monotonic()
@@ -120,6 +121,7 @@ def test_plain_text_stream_arrives_token_by_token(client: httpx.Client, fake_oll
     assert arrivals[0][0] < 0.3 < 0.4 <= arrivals[-1][0]
 
 
+@both_transports
 def test_sse_stream_sends_token_events_then_done(client: httpx.Client, fake_ollama: FakeModel) -> None:
     fake_ollama.script = Script(tokens=["Hi", " \u2028there"], prompt_eval_count=3)
     response = client.post("/chat", json={"message": "hi", "stream": True}, headers={"Accept": "text/event-stream"})
@@ -140,6 +142,7 @@ def test_sse_stream_sends_token_events_then_done(client: httpx.Client, fake_olla
     ]
 
 
+@both_transports
 def test_ndjson_stream_sends_the_same_events_as_lines(client: httpx.Client, fake_ollama: FakeModel) -> None:
     fake_ollama.script = Script(tokens=["x", "y"], done_reason="length")
     response = client.post("/chat", json={"message": "hi", "stream": True}, headers={"Accept": "application/x-ndjson"})
@@ -187,6 +190,7 @@ def test_a_mid_stream_upstream_error_ends_sse_with_an_error_event(client: httpx.
     ]
 
 
+@both_transports
 def test_a_mid_stream_upstream_error_leaves_a_plain_text_transfer_incomplete(
     client: httpx.Client, fake_ollama: FakeModel
 ) -> None:
@@ -228,12 +232,20 @@ def fault_ollama() -> Iterator[FakeModel]:
     assert fake.errors == [], "the fake Ollama itself failed"
 
 
-@pytest.fixture(scope="module")
-def fault_server(fault_ollama: FakeModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """One piagent with short timeouts for every fault case: each must leave it as clean as it found it."""
+@pytest.fixture(scope="module", params=TRANSPORTS)
+def fault_server(
+    fault_ollama: FakeModel, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Served]:
+    """One piagent per upstream transport with short timeouts for every fault case: each must leave it clean."""
     prompts = tmp_path_factory.mktemp("prompts")
     (prompts / "general.md").write_text("You are a test assistant.\n", encoding="utf-8")
-    settings = Settings(ollama_url=fault_ollama.url, prompts_dir=str(prompts), model="test-model", **FAULT_SETTINGS)
+    settings = Settings(
+        ollama_url=fault_ollama.url,
+        prompts_dir=str(prompts),
+        model="test-model",
+        fast_transport=request.param,
+        **FAULT_SETTINGS,
+    )
     with serve_app(create_app(settings)) as served:
         yield served
 
@@ -412,13 +424,9 @@ def test_upstream_failures_mid_stream_end_in_band_and_keep_the_partial_reply(
         assert stored_turns(served, conversation)[-1][::2] == ("assistant", True)
 
 
-@pytest.mark.parametrize(
-    "fast_transport", [pytest.param(True, id="piagent-transport"), pytest.param(False, id="httpx-transport")]
-)
-def test_the_first_token_and_idle_timeouts_each_bound_their_own_phase(
-    serve_full: Any, fake_ollama: FakeModel, fast_transport: bool
-) -> None:
-    settings = {"first_token_timeout": 3.0, "read_timeout": 0.3, "fast_transport": fast_transport}
+@both_transports
+def test_the_first_token_and_idle_timeouts_each_bound_their_own_phase(serve_full: Any, fake_ollama: FakeModel) -> None:
+    settings = {"first_token_timeout": 3.0, "read_timeout": 0.3}
     with serve_full(**settings) as served, httpx.Client(base_url=served.url) as client:
         # A slow start (a cold model load) longer than the idle timeout is fine: the first-token one applies.
         fake_ollama.script = Script(header_delay=0.6, tokens=["a", "b"])

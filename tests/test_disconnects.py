@@ -12,7 +12,7 @@ import msgspec
 import pytest
 
 from bench.fakemodel import FakeModel, Script
-from tests.servers import Served
+from tests.servers import Served, both_transports
 from tests.settle import assert_settled, baseline_tasks
 
 
@@ -30,6 +30,7 @@ def send_raw_request(url: str, body: dict[str, Any], headers: dict[str, str] | N
     return sock
 
 
+@both_transports
 def test_stream_closes_upstream_when_client_disconnects(
     served: Served, client: httpx.Client, fake_ollama: FakeModel
 ) -> None:
@@ -59,6 +60,7 @@ def test_stream_closes_upstream_when_client_disconnects(
     assert len(history[1]["content"]) < 200
 
 
+@both_transports
 @pytest.mark.parametrize(
     ("script", "stream"),
     [
@@ -84,6 +86,7 @@ def test_upstream_closes_when_client_leaves_before_any_byte_is_sent(
     assert_settled(served, baseline, fake_ollama)
 
 
+@both_transports
 def test_a_client_leaving_before_the_first_token_stores_nothing(server: str, fake_ollama: FakeModel) -> None:
     fake_ollama.script = Script(stall_after=0)
     sock = send_raw_request(server, {"message": "hi", "stream": True, "conversation_id": "kept-empty"})
