@@ -1,4 +1,4 @@
-"""`piagent check`: the settings, agents, model server and memory store, and one line per problem with its fix."""
+"""`piagent check`: settings, agents, model server, memory store and MCP servers, one line per problem with its fix."""
 
 from __future__ import annotations
 
@@ -216,6 +216,37 @@ async def check_store(settings: Settings, report: Report) -> None:
         report.say(f"\nMemory store: {store.name} at {where}, reachable")
 
 
+async def check_mcp(settings: Settings, report: Report) -> None:
+    """Does each MCP server of PIAGENT_MCP_FILE start (or answer at its URL), and with which tools?"""
+    if not settings.mcp_file:
+        return
+    # Only with an MCP file: piagent without one never imports the MCP client.
+    from piagent.mcp import McpServers
+
+    async with httpx.AsyncClient(trust_env=False) as client:
+        try:
+            servers = McpServers.from_settings(settings, client, os.environ)
+        except SettingsError as exc:
+            report.problem(exc.message, "fix the file, or leave PIAGENT_MCP_FILE empty")
+            return
+        try:
+            tools = await servers.tools()
+            statuses = servers.status()
+        finally:
+            await servers.aclose()
+    report.say(f"\nMCP servers ({settings.mcp_file}):")
+    for status in statuses:
+        names = [tool.name for tool in tools if tool.server.name == status.name]
+        if status.state == "ok":
+            report.say(f"  {status.name} ({status.transport}): {len(names)} tools: {', '.join(names)}")
+            continue
+        report.say(f"  {status.name} ({status.transport}): not working")
+        report.problem(
+            f"mcp server {status.name!r}: {status.last_error}",
+            "fix its `command` or `url` in PIAGENT_MCP_FILE (run the command by hand to see its own error)",
+        )
+
+
 def _page_url(settings: Settings) -> str:
     host = settings.host
     if host in ("0.0.0.0", "::", ""):
@@ -231,6 +262,7 @@ async def _run(settings: Settings, transport: httpx.AsyncBaseTransport | None) -
     agents = check_agents(settings, report)
     await check_upstream(settings, agents, report, transport)
     await check_store(settings, report)
+    await check_mcp(settings, report)
     return report
 
 

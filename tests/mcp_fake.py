@@ -1,8 +1,9 @@
 """A hand-written stdio MCP server that misbehaves on purpose: `python tests/mcp_fake.py <mode>`.
 
 It answers `initialize` properly (unless the mode is about the handshake) and lists one tool, `go`;
-calling `go` shows the misbehaviour. Modes: ok, crash, env, hang, garbage, long, wrong-id, version, silent, pages,
-ping, oversize-tool, bad-schema.
+calling `go` shows the misbehaviour, calling `cancelled` lists the request ids the client cancelled.
+Modes: ok, crash, env, hang, garbage, long, wrong-id, version, silent, pages, ping, oversize-tool,
+bad-schema.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def main() -> None:
     mode = sys.argv[1]
     pending: object = None  # the call waiting for the client's replies (mode ping)
     replies: dict[object, dict[str, object]] = {}
+    cancelled: list[object] = []  # request ids the client gave up on, told by notifications/cancelled
     for line in sys.stdin:
         message = json.loads(line)
         method, request_id = message.get("method"), message.get("id")
@@ -49,6 +51,8 @@ def main() -> None:
                 text = f"pong: {replies['srv-1'].get('result')}; sampling: {replies['srv-2'].get('error')}"
                 send({"jsonrpc": "2.0", "id": pending, "result": {"content": [{"type": "text", "text": text}]}})
             continue
+        if method == "notifications/cancelled":
+            cancelled.append(message["params"]["requestId"])
         if request_id is None:
             continue
         if method == "initialize":
@@ -59,6 +63,9 @@ def main() -> None:
             send({"jsonrpc": "2.0", "id": request_id, "result": {"protocolVersion": version, "serverInfo": info}})
         elif method == "tools/list":
             send({"jsonrpc": "2.0", "id": request_id, "result": list_tools(mode, message.get("params") or {})})
+        elif method == "tools/call" and message["params"]["name"] == "cancelled":
+            content = [{"type": "text", "text": json.dumps(cancelled)}]
+            send({"jsonrpc": "2.0", "id": request_id, "result": {"content": content}})
         elif method == "tools/call":
             if mode == "garbage":
                 sys.stdout.write("this is not json\n")

@@ -163,3 +163,36 @@ async def test_aclose_while_waiting_to_restart_stops_the_restart() -> None:
     await server.aclose()
     assert server.status().state == "closed"
     assert server.pid is None
+
+
+async def test_a_cancelled_call_is_cancelled_and_the_server_told() -> None:
+    server = McpServer(fake_config("hang"), LIMITS, None, ENVIRON)
+    try:
+        await server.tools()
+        call = asyncio.create_task(server.call("go", {}))
+        await asyncio.sleep(0.1)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        # Requests 1 and 2 were the handshake and the tool list; 3 was the call.
+        assert await server.call("cancelled", {}) == ToolResult(True, "[3]")
+    finally:
+        await server.aclose()
+
+
+async def test_a_server_that_stayed_up_long_enough_is_restarted_after_the_shortest_wait_again() -> None:
+    clock = Clock()
+    limits = McpLimits(restart_min=0.05, restart_max=0.4)
+    server = McpServer(fake_config("crash"), limits, None, ENVIRON, clock=clock)
+    try:
+        waits = []
+        for up_for in (0, 0, 0.5):
+            await wait_for_state(server, "ok") if server.status().state != "idle" else await server.tools()
+            clock.now += up_for
+            await server.call("go", {})
+            waits.append(server.status().retry_in)
+            clock.now += server.status().retry_in
+        # Two quick deaths double the wait; one after more than 0.4 s up (the cap) starts afresh.
+        assert waits == [0.05, 0.1, 0.05]
+    finally:
+        await server.aclose()

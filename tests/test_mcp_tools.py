@@ -123,3 +123,17 @@ def test_concurrent_calls_each_get_their_own_answer(server: McpServer, loop: Loo
         return await asyncio.gather(*(server.call("echo", {"text": f"call {n}"}) for n in range(12)))
 
     assert loop.run(many()) == [ToolResult(True, f"call {n}") for n in range(12)]
+
+
+def test_a_cancelled_call_raises_cancellation_and_the_server_keeps_working(server: McpServer, loop: LoopThread) -> None:
+    async def cancel_midway() -> ToolResult:
+        call = asyncio.create_task(server.call("slow", {"seconds": 30}))
+        await asyncio.sleep(0.3)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        return await server.call("add", {"a": 1, "b": 1})
+
+    started = time.monotonic()
+    assert loop.run(cancel_midway()) == ToolResult(True, "2")
+    assert time.monotonic() - started < 5
