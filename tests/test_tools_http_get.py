@@ -338,3 +338,15 @@ async def test_a_server_that_is_not_there_is_an_error_result(client: httpx.Async
     result = await get(tool(client, url, allow_private=True), url)
     assert not result.ok
     assert result.text.startswith(f"http_get: cannot fetch {url}: ConnectError")
+
+
+@pytest.mark.parametrize("charset", ["rot13", "base64", "no-such-charset", "utf-16"])
+async def test_a_declared_charset_that_is_unknown_or_not_text_reads_as_utf8(
+    web: WebServer, client: httpx.AsyncClient, charset: str
+) -> None:
+    result = await get(
+        tool(client, f"{web.origin}/", allow_private=True), f"{web.origin}/odd-charset?charset={charset}"
+    )
+    assert result.ok
+    expected = "plain words" if charset != "utf-16" else b"plain words".decode("utf-16", "replace")
+    assert result.text.endswith("\n\n" + expected)

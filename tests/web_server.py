@@ -56,6 +56,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, b'{"temperature": 21.5}', "application/json")
         elif path.endswith("/latin1"):
             self._send(200, "café".encode("latin-1"), "text/plain; charset=iso-8859-1")
+        elif path.endswith("/odd-charset"):
+            self._send(200, b"plain words", f"text/plain; charset={query['charset']}")
         elif path.endswith("/image"):
             self._send(200, b"\x89PNG\r\n\x1a\n", "image/png")
         elif path.endswith("/untyped"):

@@ -11,7 +11,6 @@ small compressed body cannot grow into a huge one) and reading stops at the byte
 from __future__ import annotations
 
 import asyncio
-import codecs
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Sequence
@@ -55,6 +54,17 @@ def is_text(content_type: str) -> bool:
     """Whether a Content-Type names text the model can read (text/*, JSON, XML, JavaScript)."""
     kind = content_type.split(";", 1)[0].strip().lower()
     return kind.startswith("text/") or kind in _TEXT_TYPES or kind.endswith(_TEXT_SUFFIXES)
+
+
+def _decode(body: bytes, charset: str | None, truncated: bool) -> str:
+    """The body as text in its declared charset; an unknown one, or a codec that is not a text encoding
+    (`rot13`, `base64`: the server names it), reads as UTF-8."""
+    encoding = charset or "utf-8"
+    try:
+        b"x".decode(encoding, "replace")  # LookupError for both (an empty input would skip the check)
+    except LookupError:
+        encoding = "utf-8"
+    return decode_prefix(body, encoding) if truncated else body.decode(encoding, "replace")
 
 
 class HttpGet:
@@ -170,12 +180,7 @@ class HttpGet:
                 truncated = True  # stop reading: the rest never leaves the socket
                 del body[self._max_bytes :]
                 break
-        charset = response.charset_encoding or "utf-8"
-        try:
-            codecs.lookup(charset)
-        except LookupError:
-            charset = "utf-8"
-        text = decode_prefix(bytes(body), charset) if truncated else bytes(body).decode(charset, "replace")
+        text = _decode(bytes(body), response.charset_encoding, truncated)
         if truncated:
             text += f"\n[truncated: more than {self._max_bytes} bytes]"
         ok = response.status_code < 400
