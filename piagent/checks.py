@@ -12,6 +12,7 @@ import httpx
 
 from piagent.agents import Agent, Agents, load_agents
 from piagent.exceptions import AgentDefinitionError, PiagentError, SettingsError, UpstreamTimeout, UpstreamUnavailable
+from piagent.http.browsers import AllowedHosts
 from piagent.providers.factory import ProviderSpec, provider_specs
 from piagent.providers.ollama import OllamaProvider, model_key
 from piagent.providers.openai import OpenAIProvider
@@ -247,13 +248,20 @@ async def check_mcp(settings: Settings, report: Report) -> None:
         )
 
 
-def _page_url(settings: Settings) -> str:
+def _page_host(settings: Settings) -> str:
+    """The name a browser reaches piagent by: the address it listens on, or on every one the mDNS name."""
     host = settings.host
     if host in ("0.0.0.0", "::", ""):
-        host = f"{socket.gethostname()}.local"
-    elif ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{settings.port}/"
+        return f"{socket.gethostname()}.local"
+    return f"[{host}]" if ":" in host else host
+
+
+def _page_hint(settings: Settings) -> str:
+    host = _page_host(settings)
+    page = f" and open http://{host}:{settings.port}/ in a browser"
+    if not AllowedHosts(settings.allowed_hosts).allows(host):
+        page += f" (set PIAGENT_ALLOWED_HOSTS={host} first: piagent answers only to the names listed there)"
+    return page
 
 
 async def _run(settings: Settings, transport: httpx.AsyncBaseTransport | None) -> Report:
@@ -278,6 +286,6 @@ def check(settings: Settings, out: TextIO, err: TextIO, transport: httpx.AsyncBa
         for problem in report.problems:
             print(problem, file=err)
         return 1
-    page = f" and open {_page_url(settings)} in a browser" if settings.chat_page else ""
+    page = _page_hint(settings) if settings.chat_page else ""
     print(f"\nAll good: start the server with `piagent`{page}.", file=out)
     return 0

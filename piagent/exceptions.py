@@ -9,6 +9,7 @@ One handler registered for `PiagentError` turns any of them into
     ├── RequestError
     │   ├── InvalidJSON ............. 400
     │   ├── Unauthorized ............ 401 (no or a wrong API key; WWW-Authenticate)
+    │   ├── Forbidden ............... 403 (another site's page, or a Host name piagent does not answer to)
     │   ├── NotFound ................ 404 (unknown route)
     │   ├── MethodNotAllowed ........ 405
     │   ├── RequestTimeout .......... 408 (the request head did not arrive in time; written by the protocol)
@@ -30,6 +31,14 @@ One handler registered for `PiagentError` turns any of them into
 """
 
 from __future__ import annotations
+
+# Client input quoted in an error message is cut to this many characters: an error never echoes a body back.
+CLIP = 64
+
+
+def clip(text: str, limit: int = CLIP) -> str:
+    """`text` as quoted in an error message: its first `limit` characters, with `...` when there was more."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 class PiagentError(Exception):
@@ -77,6 +86,13 @@ class Unauthorized(RequestError):
     code = "unauthorized"
     status_code = 401
     headers = {"WWW-Authenticate": "Bearer"}  # noqa: RUF012 - read-only, shared by every instance
+
+
+class Forbidden(RequestError):
+    """A browser request from another site's page, or a Host name piagent does not answer to (DNS rebinding)."""
+
+    code = "forbidden"
+    status_code = 403
 
 
 class NotFound(RequestError):

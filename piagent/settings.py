@@ -128,6 +128,15 @@ def _origins(text: str) -> tuple[str, ...]:
     return origins
 
 
+def _host_names(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip().rstrip(".").lower() for part in text.split(",") if part.strip())
+    for name in names:
+        bare = name.removeprefix("*.")
+        if name != "*" and (not bare or not all(ch.isalnum() or ch in "-._" for ch in bare)):
+            raise ValueError("a comma-separated list of host names like raspberrypi.local or *.home.arpa, or *")
+    return names
+
+
 def _text(text: str) -> str:
     return text.strip()
 
@@ -448,7 +457,14 @@ KEYS: tuple[_Key, ...] = (
         "PIAGENT_CORS_ORIGINS",
         "cors_origins",
         _origins,
-        "Comma-separated browser origins allowed to call the API; empty: CORS off.",
+        "Comma-separated origins of other sites' pages allowed to call the API (others get 403); empty: CORS off.",
+    ),
+    _Key(
+        "PIAGENT_ALLOWED_HOSTS",
+        "allowed_hosts",
+        _host_names,
+        "Host names piagent answers to besides `localhost` and IP addresses (e.g. `raspberrypi.local`; "
+        "`*.home.arpa` for subdomains; `*`: any); others get 403 (DNS rebinding defence).",
     ),
     _Key(
         "PIAGENT_CHAT_PAGE",
@@ -580,6 +596,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     mcp_max_tool_bytes: int = 16384
     mcp_restart_max: float = 60.0
     cors_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
     chat_page: bool = True
     log_level: str = "info"
     access_log: bool = True

@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -503,3 +503,36 @@ def test_the_page_has_labels_for_every_control(server: str, new_page: NewPage) -
     assert unlabelled == []
     assert page.locator("#log").get_attribute("role") == "log"
     assert page.locator("#log").get_attribute("aria-live") == "polite"
+
+
+ATTACK = """async (target) => {
+  const body = new Blob([JSON.stringify({model: 'general', messages: [{role: 'user', content: 'hi'}], stream: false})]);
+  const outcomes = [];
+  for (const path of ['/api/chat', '/v1/chat/completions', '/chat']) {
+    try {
+      await fetch(target + path, {method: 'POST', mode: 'no-cors', body});
+      outcomes.push('sent');
+    } catch (error) {
+      outcomes.push('failed');
+    }
+  }
+  return outcomes;
+}"""
+
+
+def test_another_sites_page_cannot_make_piagent_call_the_model(
+    server: str, fake_ollama: FakeOllama, new_page: NewPage
+) -> None:
+    """A page on another origin posts bodies without a Content-Type (no preflight) to every door."""
+    elsewhere = Starlette(routes=[Route("/", lambda request: HTMLResponse("<p>a page elsewhere</p>"))])
+    with serve_in_thread(elsewhere) as url:
+        page = new_page()
+        page.goto(url.replace("127.0.0.1", "localhost") + "/")
+        outcomes = page.evaluate(ATTACK, server)
+    assert outcomes == ["sent", "sent", "sent"]  # opaque answers: the page learns nothing either way
+    assert fake_ollama.chat_requests == []
+    # The same body from piagent's own page is served: the guard refused the origin, not the request.
+    page = new_page()
+    open_chat(page, server + "/")
+    assert page.evaluate(ATTACK, server) == ["sent", "sent", "sent"]
+    assert len(fake_ollama.chat_requests) == 2  # /api/chat and /v1/chat/completions; /chat wants `message`

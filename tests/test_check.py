@@ -48,7 +48,10 @@ def test_on_the_lan_the_page_address_is_the_hosts_mdns_name(
 ) -> None:
     fake_ollama.models = ["test-model", "pirate-model"]
     _, report, _ = run_check(make_settings(host="0.0.0.0", port=8080))
-    assert f"open http://{socket.gethostname()}.local:8080/ in a browser." in report
+    name = f"{socket.gethostname()}.local"
+    assert f"open http://{name}:8080/ in a browser (set PIAGENT_ALLOWED_HOSTS={name} first" in report
+    _, report, _ = run_check(make_settings(host="0.0.0.0", port=8080, allowed_hosts=(name.lower(),)))
+    assert f"open http://{name}:8080/ in a browser." in report
 
 
 def test_a_model_that_is_not_pulled_is_named_with_its_agent(

@@ -32,7 +32,8 @@ def test_without_configured_origins_no_cors_header_is_ever_sent(make_settings: M
     with app_client(make_settings) as client:
         assert cors_headers(client.get("/agents", headers={"Origin": PAGE}).headers) == {}
         preflight = client.options("/chat", headers=PREFLIGHT)
-        assert preflight.status_code == 405
+        assert preflight.status_code == 403  # another site's page: refused before routing
+        assert preflight.json()["error"]["code"] == "forbidden"
         assert cors_headers(preflight.headers) == {}
 
 
@@ -47,7 +48,10 @@ def test_a_configured_origin_is_allowed_and_others_are_not(make_settings: MakeSe
         assert "x-conversation-id" in response.headers["access-control-expose-headers"].lower()
         elsewhere = client.get("/agents", headers={"Origin": "http://evil.example"})
         assert "access-control-allow-origin" not in elsewhere.headers
-        assert client.options("/chat", headers={**PREFLIGHT, "Origin": "http://evil.example"}).status_code == 400
+        refused = client.options("/chat", headers={**PREFLIGHT, "Origin": "http://evil.example"})
+        assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "forbidden"
+        assert cors_headers(refused.headers) == {}
 
 
 @pytest.mark.parametrize("origins", [pytest.param(("*",), id="any-origin"), pytest.param((PAGE,), id="one-origin")])

@@ -23,6 +23,7 @@ from piagent.chat import ChatService
 from piagent.exceptions import PiagentError, StoreUnavailable
 from piagent.generations import GenerationLimiter
 from piagent.http.auth import ApiKeyMiddleware, load_api_keys
+from piagent.http.browsers import BrowserGuardMiddleware
 from piagent.http.errors import (
     handle_client_disconnect,
     handle_http_exception,
@@ -173,10 +174,13 @@ def create_app(
     )
     specs = provider_specs(settings, agents, os.environ if environ is None else environ)
     keys = load_api_keys(settings)
-    # Outermost first. CORS before the keys, so a browser's preflight (which never carries a key) is
+    # Outermost first. The browser guard before all, so another site's page or a rebound Host name
+    # reaches nothing; CORS before the keys, so a browser's preflight (which never carries a key) is
     # answered and a 401 still gets the CORS headers that let the page read it; the rate limit after
     # the keys, so it counts per key.
-    middleware = []
+    middleware = [
+        Middleware(BrowserGuardMiddleware, allowed_hosts=settings.allowed_hosts, cors_origins=settings.cors_origins)
+    ]
     if settings.cors_origins:
         middleware.append(
             Middleware(
