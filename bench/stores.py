@@ -110,7 +110,7 @@ async def _client(port: int, exchanges: int, budget: list[int], latencies: list[
                 body["conversation_id"] = conversation
             payload = msgspec.json.encode(body)
             request = (
-                b"POST /chat HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                b"POST /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                 b"Content-Length: %d\r\n\r\n%b" % (len(payload), payload)
             )
             started = time.perf_counter()
@@ -204,7 +204,7 @@ def _wait_http(port: int, path: bytes, process: subprocess.Popen[bytes], what: s
             raise RuntimeError(f"{what} exited with {process.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                sock.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+                sock.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
                 if sock.recv(64).startswith(b"HTTP/1.1 200"):
                     return
         except OSError:

@@ -7,8 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.fakemodel import FakeModel
 from piagent.http.browsers import AllowedHosts, is_own_origin
-from tests.fake_ollama import FakeOllama
 
 OLLAMA_CHAT = {"model": "general", "messages": [{"role": "user", "content": "hi"}], "stream": False}
 
@@ -102,7 +102,7 @@ def test_a_listed_host_name_is_served(serve: Any) -> None:
     ],
 )
 def test_a_chat_from_another_sites_page_is_refused_before_the_model(
-    server: str, fake_ollama: FakeOllama, headers: dict[str, str], allowed: bool
+    server: str, fake_ollama: FakeModel, headers: dict[str, str], allowed: bool
 ) -> None:
     headers = {name: value.format(own=server) for name, value in headers.items()}
     with httpx.Client(base_url=server) as client:
@@ -122,7 +122,7 @@ def test_a_link_from_another_site_still_opens_the_page(client: httpx.Client) -> 
     assert refused(client.post("/chat", json={"message": "hi"}, headers=navigation))
 
 
-def test_a_listed_origin_is_served(serve: Any, fake_ollama: FakeOllama) -> None:
+def test_a_listed_origin_is_served(serve: Any, fake_ollama: FakeModel) -> None:
     page = "http://pi.local:8080"
     with serve(cors_origins=(page,)) as url, httpx.Client(base_url=url) as client:
         response = client.post("/api/chat", json=OLLAMA_CHAT, headers={"Origin": page, "Sec-Fetch-Site": "cross-site"})

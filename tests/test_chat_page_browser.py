@@ -521,7 +521,7 @@ ATTACK = """async (target) => {
 
 
 def test_another_sites_page_cannot_make_piagent_call_the_model(
-    server: str, fake_ollama: FakeOllama, new_page: NewPage
+    server: str, fake_ollama: FakeModel, new_page: NewPage
 ) -> None:
     """A page on another origin posts bodies without a Content-Type (no preflight) to every door."""
     elsewhere = Starlette(routes=[Route("/", lambda request: HTMLResponse("<p>a page elsewhere</p>"))])

@@ -23,7 +23,7 @@ def send_raw_request(url: str, body: dict[str, Any], headers: dict[str, str] | N
     payload = msgspec.json.encode(body)
     extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     sock.sendall(
-        b"POST /chat HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        f"POST /chat HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n".encode()
         + f"{extra}Content-Length: {len(payload)}\r\n\r\n".encode()
         + payload
     )
