@@ -70,7 +70,7 @@ def status_of(raw: bytes) -> int:
 
 def head_of_size(size: int, path: str = "/agents") -> bytes:
     """A complete request head of exactly `size` bytes, padded in one header."""
-    start = f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Pad: ".encode()
+    start = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nX-Pad: ".encode()
     end = b"\r\n\r\n"
     return start + b"a" * (size - len(start) - len(end)) + end
 
@@ -93,7 +93,7 @@ def test_a_head_over_the_byte_limit_gets_431_before_the_key_check(make_settings:
 def test_a_head_with_too_many_fields_gets_431(make_settings: MakeSettings, http: str) -> None:
     with edge_server(make_settings, http, api_keys=(KEY,), max_headers=20) as served:
         port = port_of(served)
-        fields = b"Host: x\r\nConnection: close\r\n"  # two of them
+        fields = b"Host: 127.0.0.1\r\nConnection: close\r\n"  # two of them
         ok, _ = exchange(port, b"GET /agents HTTP/1.1\r\n" + fields + b"X-A: b\r\n" * 18 + b"\r\n")
         assert status_of(ok) == 401
         refused, _ = exchange(port, b"GET /agents HTTP/1.1\r\n" + fields + b"X-A: b\r\n" * 19 + b"\r\n")
@@ -109,7 +109,7 @@ def test_a_head_sent_slowly_is_refused_as_soon_as_it_passes_the_limit(make_setti
         edge_server(make_settings, http, max_header_bytes=8192) as served,
         socket.create_connection(("127.0.0.1", port_of(served))) as sock,
     ):
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ")
         sent = 0
         while not select.select([sock], [], [], 0.02)[0]:
             assert sent < 64 * 1024, "still reading a head far over the limit"
@@ -127,7 +127,7 @@ def flood(port: int, stop: threading.Event, header_bytes: int, report: list[int]
         with socket.create_connection(("127.0.0.1", port)) as sock:
             sent = 0
             try:
-                sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Flood: ")
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Flood: ")
                 while sent < header_bytes and not stop.is_set():
                     sock.sendall(piece)
                     sent += len(piece)
@@ -186,7 +186,7 @@ def test_a_kept_alive_connection_whose_next_head_stalls_is_closed(make_settings:
         edge_server(make_settings, http, header_timeout=0.5) as served,
         socket.create_connection(("127.0.0.1", port_of(served))) as sock,
     ):
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         first = b""
         while not first.endswith(b"}"):
             first += sock.recv(65536)
@@ -215,7 +215,7 @@ def test_a_stalled_body_is_closed_after_the_body_timeout_but_a_slow_steady_one_i
 ) -> None:
     body = b'{"message": "hello there, how are you doing today?"}'
     head = (
-        b"POST /chat HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        b"POST /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n" % len(body)
     )
     with edge_server(make_settings, http, body_timeout=0.5) as served, uvicorn_log(caplog.handler):
@@ -247,7 +247,7 @@ def test_connections_past_the_cap_get_503_at_once_and_later_ones_are_served(
             while len(served.server.server_state.connections) < 3:
                 assert time.monotonic() < deadline
                 time.sleep(0.01)
-            refused, took = exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            refused, took = exchange(port, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             assert took < 0.5
             status, error = error_of(refused)
             assert (status, error["code"]) == (503, "too_many_connections")
@@ -259,7 +259,7 @@ def test_connections_past_the_cap_get_503_at_once_and_later_ones_are_served(
             while len(served.server.server_state.connections) >= 3:
                 assert time.monotonic() < deadline
                 time.sleep(0.01)
-            served_again, _ = exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            served_again, _ = exchange(port, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             assert status_of(served_again) == 200
         finally:
             for sock in idle:

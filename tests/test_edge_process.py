@@ -57,7 +57,7 @@ def test_with_more_half_sent_heads_than_descriptors_health_answers_again_within_
             for _ in range(NOFILE * 3):
                 try:
                     sock = socket.create_connection(("127.0.0.1", port), timeout=2)
-                    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+                    sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the rest
                 except OSError:
                     continue
                 attackers.append(sock)
