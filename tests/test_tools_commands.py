@@ -21,6 +21,12 @@ pytestmark = pytest.mark.anyio
 
 PYTHON = sys.executable
 LIMITS = ToolLimits(timeout=10, output_max_bytes=1 << 20)
+# piagent serves on uvloop where it is installed, whose subprocess transport is its own: the process
+# lifecycle tests run on both loops.
+BOTH_LOOPS = pytest.mark.parametrize(
+    "anyio_backend",
+    [pytest.param("asyncio", id="asyncio"), pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop")],
+)
 # A child that prints the arguments it was given as JSON: shows exactly what reached argv.
 SHOW_ARGV = "import json, sys; print(json.dumps(sys.argv[1:]))"
 # A child that starts a grandchild, writes both pids, then waits: `stubborn` ignores SIGTERM.
@@ -171,6 +177,7 @@ async def test_parameters_that_fail_their_type_never_reach_argv(
         tool.render_argv(arguments)  # the tool checks again itself, for a caller that skips run_tool
 
 
+@BOTH_LOOPS
 async def test_the_environment_is_scrubbed_to_path_and_the_listed_names(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -195,6 +202,7 @@ async def test_a_failing_command_is_an_error_result_with_its_output_and_status(t
     assert await run_tool(tools["fail"], {}, LIMITS) == ToolResult(ok=False, text="no such pin\n[exit status 3]")
 
 
+@BOTH_LOOPS
 async def test_huge_output_is_capped_while_read_and_the_command_finishes(tmp_path: Path) -> None:
     script = toml_string("import sys; sys.stdout.write('x' * 5_000_000)")
     text = (
@@ -249,6 +257,7 @@ timeout = {timeout}
     return load(tmp_path, text)["spawn"]
 
 
+@BOTH_LOOPS
 @pytest.mark.parametrize("mode", ["polite", "stubborn"])
 async def test_a_slow_command_is_stopped_at_its_timeout_with_its_whole_group(tmp_path: Path, mode: str) -> None:
     tool = spawn_tool(tmp_path, mode, timeout=1.5)
@@ -261,6 +270,7 @@ async def test_a_slow_command_is_stopped_at_its_timeout_with_its_whole_group(tmp
     assert await seconds_until_dead(pids) < 0.2
 
 
+@BOTH_LOOPS
 @pytest.mark.parametrize("mode", ["polite", "stubborn"])
 async def test_cancelling_the_call_kills_the_command_and_its_children_within_200ms(tmp_path: Path, mode: str) -> None:
     tool = spawn_tool(tmp_path, mode)
@@ -290,6 +300,7 @@ async def test_endless_output_is_capped_and_stopped_at_the_timeout(tmp_path: Pat
     assert result.text.startswith("timed out after 0.5 s and was stopped\ny\ny\ny\ny\ny\n\n[truncated: ")
 
 
+@BOTH_LOOPS
 async def test_a_child_left_running_in_the_background_is_killed_when_the_command_ends(tmp_path: Path) -> None:
     script = "import subprocess, sys; print(subprocess.Popen(['sleep', '60'], stdout=subprocess.DEVNULL).pid)"
     text = f'[tools.bg]\ndescription = "bg"\nargv = [{toml_string(PYTHON)}, "-c", {toml_string(script)}]\n'

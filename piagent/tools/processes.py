@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import msgspec
 
@@ -51,8 +52,8 @@ class _Capture(asyncio.SubprocessProtocol):
         self.abandoned_group: int | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.SubprocessTransport)
-        self.transport = transport
+        # A subprocess transport, though uvloop's does not inherit from asyncio's class.
+        self.transport = cast(asyncio.SubprocessTransport, transport)
 
     def pipe_data_received(self, fd: int, data: bytes | bytearray) -> None:
         room = max(self.cap - len(self.kept), 0)
