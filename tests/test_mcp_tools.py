@@ -14,7 +14,7 @@ import pytest
 from msgspec.structs import astuple
 
 from piagent.mcp import McpServer, ServerConfig
-from piagent.tools.base import ToolResult
+from piagent.tools.base import ToolLimits, ToolResult, run_tool
 from tests.mcp_harness import LIMITS, LoopThread, stdio_config
 from tests.mcp_server import build
 from tests.servers import serve_in_thread
@@ -137,3 +137,24 @@ def test_a_cancelled_call_raises_cancellation_and_the_server_keeps_working(serve
     started = time.monotonic()
     assert loop.run(cancel_midway()) == ToolResult(True, "2")
     assert time.monotonic() - started < 5
+
+
+def test_an_mcp_tool_runs_under_the_tool_runners_checks_and_limits(server: McpServer, loop: LoopThread) -> None:
+    async def through_the_runner() -> list[ToolResult]:
+        tools = {tool.name: tool for tool in await server.tools()}
+        limits = ToolLimits(timeout=0.3, output_max_bytes=100)
+        return [
+            await run_tool(tools["t__add"], '{"a": 2, "b": 3}', limits),
+            await run_tool(tools["t__add"], '{"a": "two", "b": 3}', limits),
+            await run_tool(tools["t__slow"], {"seconds": 30}, limits),
+            await run_tool(tools["t__huge"], {"size": 1000}, limits),
+            await run_tool(tools["t__echo"], {"text": "still here"}, limits),
+        ]
+
+    assert loop.run(through_the_runner()) == [
+        ToolResult(True, "5"),
+        ToolResult(False, "invalid arguments for t__add: $.a: expected an integer"),
+        ToolResult(False, "t__slow timed out after 0.3 s"),
+        ToolResult(True, "x" * 100 + "\n[truncated: 900 bytes more]", truncated=True),
+        ToolResult(True, "still here"),
+    ]

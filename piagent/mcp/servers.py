@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import msgspec
@@ -18,7 +18,7 @@ from piagent.mcp.http import HttpChannel, SessionExpired
 from piagent.mcp.messages import CallToolResult, McpError, McpTimeout, McpUnavailable, ToolDefinition
 from piagent.mcp.stdio import StdioChannel
 from piagent.settings import Settings
-from piagent.tools.base import ToolResult
+from piagent.tools.base import Tool, ToolResult
 
 logger = logging.getLogger("piagent.mcp")
 
@@ -54,6 +54,10 @@ class McpTool:
     async def run(self, arguments: dict[str, Any]) -> ToolResult:
         """The tool's result; every failure is a failed result saying what went wrong, never an exception."""
         return await self.server.call(self.remote_name, arguments)
+
+
+if TYPE_CHECKING:
+    _CONTRACT: type[Tool] = McpTool  # mypy checks here that an MCP tool is a piagent tool
 
 
 class McpServer:
