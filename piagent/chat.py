@@ -12,9 +12,9 @@ from typing import Any
 import anyio
 
 from piagent.agents import Agent, Agents
-from piagent.exceptions import StoreUnavailable
+from piagent.exceptions import StoreUnavailable, ValidationFailed
 from piagent.generations import GenerationLimiter
-from piagent.providers.base import Completion, Message, Provider
+from piagent.providers.base import Completion, Message, OutputFormat, Provider, ToolCall, Tools
 from piagent.providers.pool import Upstream
 from piagent.schemas import ChatOptions, ChatRequest, ChatResponse, UpstreamHealth, Usage
 from piagent.stores.base import ASSISTANT, USER, MemoryStore, Turn
@@ -30,7 +30,18 @@ def new_conversation_id() -> str:
 class PreparedChat:
     """Everything one provider call needs, resolved before any byte goes upstream."""
 
-    __slots__ = ("agent", "conversation_id", "message", "messages", "options", "owner", "provider", "remember")
+    __slots__ = (
+        "agent",
+        "conversation_id",
+        "message",
+        "messages",
+        "options",
+        "output",
+        "owner",
+        "provider",
+        "remember",
+        "tools",
+    )
 
     def __init__(
         self,
@@ -42,6 +53,8 @@ class PreparedChat:
         options: dict[str, Any],
         provider: Provider,
         remember: bool = True,
+        tools: Tools | None = None,
+        output: OutputFormat | None = None,
     ) -> None:
         self.agent = agent
         self.conversation_id = conversation_id
@@ -52,6 +65,9 @@ class PreparedChat:
         self.provider = provider
         # False for the stateless front doors (OpenAI, Ollama): the client keeps the history.
         self.remember = remember
+        # What the client offers the model (the front doors): its tools, and the shape of a structured reply.
+        self.tools = tools
+        self.output = output
 
 
 class ChatService:
@@ -109,17 +125,32 @@ class ChatService:
         return PreparedChat(agent, conversation_id, owner, request.message, messages, options, provider)
 
     def prepare_stateless(
-        self, agent_name: str, messages: Iterable[Message], options: ChatOptions | None = None, owner: str = ""
+        self,
+        agent_name: str,
+        messages: Iterable[Message],
+        options: ChatOptions | None = None,
+        owner: str = "",
+        tools: Tools | None = None,
+        output: OutputFormat | None = None,
     ) -> PreparedChat:
         """A chat whose history the client sends (the OpenAI and Ollama front doors): the agent's system
-        prompt, then the client's messages as given; nothing is loaded or remembered."""
+        prompt, then the client's messages as given; nothing is loaded or remembered. A `tool_choice`
+        the agent's upstream cannot honour is a 422 naming the field, never silently dropped."""
         agent = self.agents.resolve(agent_name)
+        provider = self.providers[agent.name]
+        if tools is not None and tools.choice not in provider.tool_choices:
+            asked = f"function {tools.function!r}" if tools.choice == "function" else repr(tools.choice)
+            raise ValidationFailed(
+                f"tool_choice {asked} cannot be honoured by the {provider.name} server behind {agent.name!r},"
+                " which has no tool_choice; use 'auto' or 'none'",
+                "$.tool_choice",
+            )
         prepared = self._system(agent)
         prepared.extend(messages)
         if self._log_content:
             logger.debug("stateless chat with %s: %d messages", agent.name, len(prepared))
-        provider = self.providers[agent.name]
-        return PreparedChat(agent, "", owner, "", prepared, self._options(agent, options), provider, remember=False)
+        chosen = self._options(agent, options)
+        return PreparedChat(agent, "", owner, "", prepared, chosen, provider, False, tools, output)
 
     @staticmethod
     def _system(agent: Agent) -> list[Message]:
@@ -153,8 +184,8 @@ class ChatService:
                 group.start_soon(check, index, provider, upstream)
         return [result for result in results if result is not None]
 
-    async def stream(self, chat: PreparedChat) -> AsyncGenerator[str | ChatResponse, None]:
-        """Yield the reply's text pieces, then the whole `ChatResponse`.
+    async def stream(self, chat: PreparedChat) -> AsyncGenerator[str | ToolCall | ChatResponse, None]:
+        """Yield the reply's text pieces and tool calls as they come, then the whole `ChatResponse`.
 
         The exchange is remembered when generation produced anything: in full when it completed, as
         a partial reply marked interrupted when the client left or the upstream failed midway. A
@@ -166,14 +197,19 @@ class ChatService:
         limiter = self.limiter
         started = await limiter.acquire() if limiter is not None else 0.0
         parts: list[str] = []
+        calls: list[ToolCall] = []
         completion: Completion | None = None
         try:
             # Closed explicitly rather than by garbage collection: when this generator is closed (the
             # client left), the upstream request must end now, not whenever a cycle collection runs.
-            async with aclosing(chat.provider.stream_chat(chat.agent.model, chat.messages, chat.options)) as items:
+            upstream = chat.provider.stream_chat(chat.agent.model, chat.messages, chat.options, chat.tools, chat.output)
+            async with aclosing(upstream) as items:
                 async for item in items:
                     if type(item) is str:
                         parts.append(item)
+                        yield item
+                    elif type(item) is ToolCall:
+                        calls.append(item)
                         yield item
                     else:
                         assert isinstance(item, Completion)
@@ -183,7 +219,14 @@ class ChatService:
             await self._remember(chat, reply, interrupted=False)
             usage = Usage(completion.prompt_tokens, completion.completion_tokens)
             yield ChatResponse(
-                chat.conversation_id, chat.agent.name, chat.agent.model, reply, completion.done_reason, usage
+                chat.conversation_id,
+                chat.agent.name,
+                chat.agent.model,
+                reply,
+                completion.done_reason,
+                usage,
+                calls or None,
+                completion.timings,
             )
         finally:
             try:

@@ -50,8 +50,24 @@ class Usage(msgspec.Struct):
     completion_tokens: int = 0
 
 
+class ToolCall(msgspec.Struct, frozen=True):
+    """A function call the model asked for; `arguments` is a JSON object as text (OpenAI's form)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+class Timings(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Where the model server spent its time, in nanoseconds, as Ollama reports it (0: not reported)."""
+
+    load_duration: int = 0
+    prompt_eval_duration: int = 0
+    eval_duration: int = 0
+
+
 class ChatResponse(msgspec.Struct, omit_defaults=True):
-    """The non-streaming reply to `POST /chat`."""
+    """The non-streaming reply to `POST /chat`; `tool_calls` when the model asked for any instead of replying."""
 
     conversation_id: str
     agent: str
@@ -59,6 +75,8 @@ class ChatResponse(msgspec.Struct, omit_defaults=True):
     reply: str
     done_reason: str | None
     usage: Usage
+    tool_calls: list[ToolCall] | None = None
+    timings: Timings | None = None
 
 
 class TokenEvent(msgspec.Struct, tag_field="event", tag="token"):

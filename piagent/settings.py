@@ -339,6 +339,30 @@ KEYS: tuple[_Key, ...] = (
         "Most tokens one reply may ask for (`max_tokens` over it gets 422); also sent when nobody sets one.",
     ),
     _Key(
+        "PIAGENT_MAX_TOOLS",
+        "max_tools",
+        _integer(1, 10_000),
+        "Most tools one request may offer the model (`tools` longer gets 422).",
+    ),
+    _Key(
+        "PIAGENT_MAX_SCHEMA_DEPTH",
+        "max_schema_depth",
+        _integer(2, 1000),
+        "Deepest nesting of a tool's parameter schema or a structured-output schema; deeper gets 422.",
+    ),
+    _Key(
+        "PIAGENT_MAX_TOOL_CALLS",
+        "max_tool_calls",
+        _integer(1, 1000),
+        "Most tool calls one reply of the model server may ask for; more is an upstream error.",
+    ),
+    _Key(
+        "PIAGENT_MAX_TOOL_ARGUMENT_BYTES",
+        "max_tool_argument_bytes",
+        _integer(2, 64 * 1024 * 1024),
+        "Longest arguments (JSON) of one tool call from the model server; longer is an upstream error.",
+    ),
+    _Key(
         "PIAGENT_MAX_CONCURRENT",
         "max_concurrent",
         _integer(1, 1000),
@@ -576,6 +600,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_line_bytes: int = 1048576
     max_error_bytes: int = 65536
     max_tokens: int = 1024
+    max_tools: int = 64
+    max_schema_depth: int = 32
+    max_tool_calls: int = 16
+    max_tool_argument_bytes: int = 65536
     max_concurrent: int = 1
     max_queue: int = 8
     max_header_bytes: int = 16384

@@ -43,6 +43,8 @@ def test_non_stream_reply_with_usage_and_a_new_unguessable_conversation_id(
         "reply": "Hello",
         "done_reason": "stop",
         "usage": {"prompt_tokens": 11, "completion_tokens": 2},
+        # Ollama's own durations (nanoseconds), relayed as it sent them.
+        "timings": {"load_duration": 1000, "prompt_eval_duration": 1000, "eval_duration": 5000},
     }
     assert len(body["conversation_id"]) >= 22
     assert response.headers["x-conversation-id"] == body["conversation_id"]

@@ -135,7 +135,7 @@ def test_bad_requests_get_ollamas_error_shape(
 
 def test_routing_errors_under_api_use_ollamas_shape(client: httpx.Client) -> None:
     assert client.get("/api/chat").json() == {"error": "GET is not allowed on /api/chat"}
-    assert client.post("/api/generate", json={}).json() == {"error": "no route for POST /api/generate"}
+    assert client.post("/api/embed", json={}).json() == {"error": "no route for POST /api/embed"}
 
 
 def test_the_client_raises_its_own_errors(sdk: ollama.Client, fake_ollama: FakeModel) -> None:

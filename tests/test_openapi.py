@@ -137,3 +137,66 @@ def test_a_mounted_app_names_its_prefix_as_the_server(make_settings: MakeSetting
     host = Starlette(routes=[Mount("/pi", app=pi)], lifespan=pi.router.lifespan_context)
     with serve_in_thread(host) as url:
         assert httpx.get(f"{url}/pi/openapi.json").json()["servers"] == [{"url": "/pi"}]
+
+
+def test_tool_calls_and_the_ollama_models_routes_validate_against_the_documented_schemas(
+    document: dict[str, Any], client: httpx.Client, fake_ollama: FakeModel
+) -> None:
+    from bench.fakemodel import Script
+    from tests.upstream import ollama_tool_lines
+
+    check = validators(document)
+    tool = {"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object"}}}
+    ask = [{"role": "user", "content": "hi"}]
+    calls = Script(raw_body=[ollama_tool_lines([("f", {"a": [1, {"b": None}]})])])
+    openai_request = {
+        "model": "general",
+        "messages": [
+            *ask,
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+            },
+            {"role": "tool", "tool_call_id": "c", "content": "ok"},
+        ],
+        "tools": [tool],
+        "tool_choice": {"type": "function", "function": {"name": "f"}},
+        "parallel_tool_calls": False,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "out", "schema": {}, "strict": True}},
+    }
+    check("ChatCompletionRequest", openai_request)
+    ollama_request = {
+        "model": "general",
+        "messages": [
+            *ask,
+            {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": {}}}]},
+            {"role": "tool", "content": "ok", "tool_name": "f"},
+        ],
+        "tools": [tool],
+        "format": "json",
+        "stream": False,
+    }
+    check("OllamaChatRequest", ollama_request)
+    fake_ollama.script = calls
+    whole = client.post("/v1/chat/completions", json={"model": "general", "messages": ask, "tools": [tool]}).json()
+    assert whole["choices"][0]["finish_reason"] == "tool_calls"
+    check("ChatCompletion", whole)
+    stream = client.post(
+        "/v1/chat/completions", json={"model": "general", "messages": ask, "tools": [tool], "stream": True}
+    )
+    for event in stream.text.split("\n\n")[:-2]:
+        check("ChatCompletionChunk", msgspec.json.decode(event.removeprefix("data: ")))
+    answer = client.post("/api/chat", json={**ollama_request, "stream": False}).json()
+    assert answer["message"]["tool_calls"][0]["function"]["arguments"] == {"a": [1, {"b": None}]}
+    check("OllamaChatResponse", answer)
+    for line in client.post("/api/chat", json={**ollama_request, "stream": True}).text.splitlines():
+        check("OllamaChatResponse", msgspec.json.decode(line))
+    fake_ollama.script = Script()
+    generate = {"model": "general", "prompt": "hi", "system": "s", "format": "json"}
+    check("OllamaGenerateRequest", generate)
+    check("OllamaGenerateResponse", client.post("/api/generate", json={**generate, "stream": False}).json())
+    for line in client.post("/api/generate", json=generate).text.splitlines():
+        check("OllamaGenerateResponse", msgspec.json.decode(line))
+    check("OllamaShow", client.post("/api/show", json={"model": "general"}).json())
+    check("OllamaProcesses", client.get("/api/ps").json())

@@ -12,13 +12,14 @@ import respx
 
 from bench.fakemodel import FakeModel, Script
 from piagent.exceptions import UpstreamError, UpstreamUnavailable
-from piagent.providers.base import Completion, Message
+from piagent.providers.base import Completion, Message, Timings
 from piagent.providers.ollama import OllamaProvider
 from piagent.providers.pool import UpstreamPool
 from tests.upstream import ollama_lines
 
 A, B, C = "http://a.test:11434", "http://b.test:11434", "http://c.test:11434"
 MESSAGES = [Message("user", "hi")]
+FAKE_TIMINGS = Timings(1000, 1000, 5000)  # the durations the fake Ollama reports
 
 
 class Clock:
@@ -222,5 +223,5 @@ async def test_the_connection_goes_back_to_the_pool_for_the_next_request(fake_ol
     async with httpx.AsyncClient() as http:
         provider = OllamaProvider(http, UpstreamPool.from_urls("ollama", [fake_ollama.url]))
         for _ in range(3):
-            assert await run(provider) == ["Hello", ",", " world", "!", Completion("stop", 7, 4)]
+            assert await run(provider) == ["Hello", ",", " world", "!", Completion("stop", 7, 4, FAKE_TIMINGS)]
     assert fake_ollama.connection_count == 1

@@ -84,3 +84,49 @@ def openai_events(
     if done:
         events.append(b"data: [DONE]" + end + end)
     return b"".join(events)
+
+
+def ollama_tool_lines(calls: Sequence[tuple[str, object]], text: str = "", ids: bool = False) -> bytes:
+    """An /api/chat NDJSON body with tool calls, as Ollama writes it: all of them whole in one line (after
+    any text), then the done line, whose reason is `stop`; `ids` as newer versions send them."""
+    tool_calls = [
+        {"function": {"name": name, "arguments": arguments}, **({"id": f"call_{n}"} if ids else {})}
+        for n, (name, arguments) in enumerate(calls)
+    ]
+    lines = ollama_lines([text] if text else []).splitlines(keepends=True)
+    line = {
+        "model": "m",
+        "created_at": "2026-11-26T00:00:00Z",
+        "message": {"role": "assistant", "content": "", "tool_calls": tool_calls},
+        "done": False,
+    }
+    lines.insert(len(lines) - 1, msgspec.json.encode(line) + b"\n")
+    return b"".join(lines)
+
+
+def openai_tool_events(pieces: Sequence[dict[str, object]], text: str = "", end: bytes = b"\n") -> bytes:
+    """A /v1/chat/completions SSE body whose deltas carry these `tool_calls` pieces (one a chunk, as OpenAI
+    streams them), after any text, ending with `finish_reason: tool_calls`, usage and [DONE]."""
+    body = openai_events([text] if text else [], finish_reason="tool_calls", end=end)
+    base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    events = [
+        b"data: "
+        + msgspec.json.encode(
+            {**base, "choices": [{"index": 0, "delta": {"tool_calls": [piece]}, "finish_reason": None}]}
+        )
+        + end
+        + end
+        for piece in pieces
+    ]
+    finish = body.rindex(b"data: ", 0, body.index(b'"delta":{},'))  # the event with the finish_reason
+    return body[:finish] + b"".join(events) + body[finish:]
+
+
+def openai_call_pieces(index: int, call_id: str, name: str, arguments: str, size: int = 4) -> list[dict[str, object]]:
+    """One call as OpenAI streams it: id, type and name with empty arguments, then the arguments in pieces."""
+    pieces: list[dict[str, object]] = [
+        {"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
+    ]
+    for start in range(0, len(arguments), size):
+        pieces.append({"index": index, "function": {"arguments": arguments[start : start + size]}})
+    return pieces

@@ -1,4 +1,4 @@
-"""The Ollama-compatible front door: `POST /api/chat`, `GET /api/tags`, `GET /api/version`, each agent a model.
+"""The Ollama-compatible front door's chat, `POST /api/chat`, each agent a model; and what its other routes share.
 
 Stateless, as Ollama's chat is: the client sends the whole history, and the agent's system prompt goes
 before it. `stream` defaults to true, as in Ollama. Errors take Ollama's `{"error": "..."}` shape
@@ -7,7 +7,6 @@ before it. `stream` defaults to true, as in Ollama. Errors take Ollama's `{"erro
 
 from __future__ import annotations
 
-import hashlib
 import time
 from datetime import UTC, datetime
 
@@ -21,24 +20,25 @@ from piagent.http.ollama_schemas import (
     OllamaChatRequest,
     OllamaChatResponse,
     OllamaError,
-    OllamaModel,
-    OllamaModelDetails,
+    OllamaGenerateRequest,
+    OllamaReplyFunction,
     OllamaReplyMessage,
-    OllamaTags,
-    OllamaVersion,
+    OllamaReplyToolCall,
 )
 from piagent.http.openapi import BODY_ERRORS, JSON, NDJSON, UPSTREAM_ERRORS, Body, Endpoint
 from piagent.http.requests import decode_body, get_runtime, owner_of, read_json_body
 from piagent.http.responses import ENCODER, JSONResponse
 from piagent.http.streaming import ReplyStream, StreamFormat, reply, token_template
-from piagent.providers.base import Message
-from piagent.schemas import ChatOptions, ChatResponse
-from piagent.version import __version__
+from piagent.http.tooling import CallNames, check_depth, check_tool_count
+from piagent.providers.base import Message, OutputFormat, ToolCall, Tools, ToolSpec, new_call_id
+from piagent.schemas import ChatOptions, ChatResponse, Timings
+from piagent.settings import Settings
 
 _REQUEST = msgspec.json.Decoder(OllamaChatRequest)
+_NO_TIMINGS = Timings()
 
 
-def _line_safe(line: bytes) -> bytes:
+def line_safe(line: bytes) -> bytes:
     """Escape the characters `str.splitlines()` breaks lines on that JSON leaves raw (U+0085, U+2028,
     U+2029): the `ollama` package reads NDJSON with it, and Ollama's own (Go) encoder escapes the last two.
     Cheap when they are absent: `bytes.replace` returns the same object."""
@@ -47,7 +47,7 @@ def _line_safe(line: bytes) -> bytes:
     )
 
 
-def _timestamp(unix: float) -> str:
+def timestamp(unix: float) -> str:
     """RFC 3339 in UTC, as Ollama writes `created_at` and `modified_at`."""
     return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -58,9 +58,11 @@ def agent_name(model: str) -> str:
 
 
 def decode_request(body: bytes, max_message_chars: int) -> tuple[OllamaChatRequest, list[Message]]:
-    """Decode and validate the body, and the client's messages as the provider takes them."""
+    """Decode and validate the body, and the client's messages as the provider takes them: tool calls get
+    ids (Ollama's clients send none) and each tool result the id of the call it answers."""
     request = decode_body(_REQUEST, body)
     messages = []
+    names = CallNames()
     for index, message in enumerate(request.messages):
         if message.images:
             raise ValidationFailed("images are not served", f"$.messages[{index}].images")
@@ -68,11 +70,49 @@ def decode_request(body: bytes, max_message_chars: int) -> tuple[OllamaChatReque
             raise ValidationFailed.over_limit(
                 "the message", len(message.content), max_message_chars, f"$.messages[{index}].content", " characters"
             )
-        messages.append(Message(message.role, message.content))
+        if message.tool_calls:
+            calls = [
+                ToolCall(new_call_id(), call.function.name, ENCODER.encode(call.function.arguments).decode())
+                for call in message.tool_calls
+            ]
+            names.called(calls)
+            messages.append(Message(message.role, message.content, tuple(calls)))
+        elif message.role == "tool":
+            name = message.tool_name or ""
+            messages.append(Message("tool", message.content, tool_call_id=names.id_of(name), tool_name=name))
+        else:
+            messages.append(Message(message.role, message.content))
     return request, messages
 
 
-def to_options(request: OllamaChatRequest, max_tokens: int) -> ChatOptions | None:
+def to_tools(request: OllamaChatRequest, settings: Settings) -> Tools | None:
+    """The tools the client offers, bounded (PIAGENT_MAX_TOOLS, PIAGENT_MAX_SCHEMA_DEPTH); Ollama has no
+    `tool_choice`, so the model chooses."""
+    if not request.tools:
+        return None
+    check_tool_count(len(request.tools), settings.max_tools, "$.tools")
+    specs = []
+    for index, tool in enumerate(request.tools):
+        function = tool.function
+        if function.parameters is not None:
+            check_depth(function.parameters, settings.max_schema_depth, f"$.tools[{index}].function.parameters")
+        specs.append(ToolSpec(function.name, function.description, function.parameters, function.strict))
+    return Tools(tuple(specs))
+
+
+def to_output(request: OllamaChatRequest | OllamaGenerateRequest, max_depth: int) -> OutputFormat | None:
+    """`format` as piagent passes it on: `"json"` is any JSON object, a schema is JSON matching it."""
+    wanted = request.format
+    if not wanted:  # None, or the "" the `ollama` package lets callers pass for no format
+        return None
+    if wanted == "json":
+        return OutputFormat()
+    assert isinstance(wanted, dict)
+    check_depth(wanted, max_depth, "$.format")
+    return OutputFormat(wanted)
+
+
+def to_options(request: OllamaChatRequest | OllamaGenerateRequest, max_tokens: int) -> ChatOptions | None:
     """The sampling options piagent passes on; unset ones (and `num_predict` <= 0) keep the agent's. A
     `num_predict` over `max_tokens` (PIAGENT_MAX_TOKENS) is a 422 naming it, as on `/chat`."""
     options = request.options
@@ -90,33 +130,56 @@ def to_options(request: OllamaChatRequest, max_tokens: int) -> ChatOptions | Non
     )
 
 
-def _last(model: str, created_at: str, reply: ChatResponse, started: int, content: str = "") -> OllamaChatResponse:
-    """The final object: the whole reply (non-streamed) or an empty piece (streamed), with the counts."""
+def _tool_calls(calls: list[ToolCall]) -> list[OllamaReplyToolCall]:
+    # The arguments are a JSON object's text (checked by the provider): written as the object itself.
+    return [OllamaReplyToolCall(OllamaReplyFunction(call.name, msgspec.Raw(call.arguments.encode()))) for call in calls]
+
+
+def done_fields(
+    reply: ChatResponse, started: int
+) -> tuple[str | None, int, int | None, int | None, int | None, int | None, int | None]:
+    """The final object's fields from `done_reason` on, in the order Ollama's objects have them: the
+    counts, piagent's own total time, and the upstream's timings when it sent them. `tool_calls` is
+    OpenAI's reason for a reply with tool calls; Ollama says `stop`."""
     usage = reply.usage
-    return OllamaChatResponse(
-        model,
-        created_at,
-        OllamaReplyMessage("assistant", content),
-        True,
-        reply.done_reason,
+    timings = reply.timings or _NO_TIMINGS
+    return (
+        "stop" if reply.done_reason == "tool_calls" else reply.done_reason,
         time.perf_counter_ns() - started,
+        timings.load_duration or None,
         usage.prompt_tokens or None,
+        timings.prompt_eval_duration or None,
         usage.completion_tokens or None,
+        timings.eval_duration or None,
     )
+
+
+def _last(model: str, created_at: str, reply: ChatResponse, started: int, whole: bool = False) -> OllamaChatResponse:
+    """The final object: the whole reply (non-streamed) or an empty piece (streamed), with the counts."""
+    message = OllamaReplyMessage("assistant", "")
+    if whole:
+        calls = _tool_calls(reply.tool_calls) if reply.tool_calls else None
+        message = OllamaReplyMessage("assistant", reply.reply, calls)
+    return OllamaChatResponse(model, created_at, message, True, *done_fields(reply, started))
 
 
 def _stream_format(model: str, created_at: str, started: int) -> StreamFormat:
     """NDJSON lines as Ollama writes them; the token line is built once around the escaped text."""
     template = ENCODER.encode(OllamaChatResponse(model, created_at, OllamaReplyMessage("assistant", ""), False))
-    token = token_template(template + b"\n", _line_safe)
+    token = token_template(template + b"\n", line_safe)
 
     def done(reply: ChatResponse) -> bytes:
         return ENCODER.encode(_last(model, created_at, reply, started)) + b"\n"
 
     def error(exc: PiagentError) -> bytes:
-        return _line_safe(ENCODER.encode(OllamaError(exc.message))) + b"\n"
+        return line_safe(ENCODER.encode(OllamaError(exc.message))) + b"\n"
 
-    return StreamFormat("application/x-ndjson", token, done, error)
+    def tool_call(call: ToolCall) -> bytes:
+        # Whole, one call a line, as Ollama streams them.
+        message = OllamaReplyMessage("assistant", "", _tool_calls([call]))
+        return line_safe(ENCODER.encode(OllamaChatResponse(model, created_at, message, False))) + b"\n"
+
+    return StreamFormat("application/x-ndjson", token, done, error, tool_call=tool_call)
 
 
 async def chat(request: Request) -> Response | ReplyStream:
@@ -127,43 +190,27 @@ async def chat(request: Request) -> Response | ReplyStream:
     body = await read_json_body(request, settings.max_body_bytes)
     ollama_request, messages = decode_request(body, settings.max_message_chars)
     options = to_options(ollama_request, settings.max_tokens)
-    prepared = runtime.chat.prepare_stateless(agent_name(ollama_request.model), messages, options, owner_of(request))
+    tools = to_tools(ollama_request, settings)
+    output = to_output(ollama_request, settings.max_schema_depth)
+    prepared = runtime.chat.prepare_stateless(
+        agent_name(ollama_request.model), messages, options, owner_of(request), tools, output
+    )
     model = ollama_request.model
-    created_at = _timestamp(time.time())
+    created_at = timestamp(time.time())
     return await reply(
         request,
         runtime.chat,
         prepared,
         stream=ollama_request.stream,
-        whole=lambda answer: JSONResponse(_last(model, created_at, answer, started, answer.reply)),
+        whole=lambda answer: JSONResponse(_last(model, created_at, answer, started, whole=True)),
         stream_format=lambda: _stream_format(model, created_at, started),
     )
-
-
-async def tags(request: Request) -> Response:
-    """`GET /api/tags`: every agent, as a model; the digest changes when the agent's definition does."""
-    runtime = get_runtime(request)
-    modified_at = _timestamp(runtime.started_at)
-    models = []
-    for agent in runtime.agents.values():
-        definition = f"{agent.provider}\n{agent.model}\n{agent.system_prompt}".encode()
-        details = OllamaModelDetails(agent.model, "", agent.provider, None, "", "")
-        digest = hashlib.sha256(definition).hexdigest()
-        models.append(OllamaModel(agent.name, agent.name, modified_at, len(definition), digest, details))
-    return JSONResponse(OllamaTags(models))
-
-
-async def version(request: Request) -> Response:
-    """`GET /api/version`: piagent's version."""
-    return JSONResponse(OllamaVersion(__version__))
 
 
 def routes() -> list[Route]:
     """The Ollama-compatible endpoints."""
     return [
         Route("/api/chat", chat, methods=["POST"]),
-        Route("/api/tags", tags, methods=["GET"]),
-        Route("/api/version", version, methods=["GET"]),
     ]
 
 
@@ -180,6 +227,4 @@ API: tuple[Endpoint, ...] = (
         ),
         errors=(*BODY_ERRORS, 404, *UPSTREAM_ERRORS),
     ),
-    Endpoint("GET", "/api/tags", "Ollama-compatible model list: every agent", ok=(Body(JSON, OllamaTags),)),
-    Endpoint("GET", "/api/version", "Ollama-compatible version: piagent's", ok=(Body(JSON, OllamaVersion),)),
 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from typing import Any
 
 import msgspec
 from starlette.requests import Request
@@ -25,17 +26,26 @@ from piagent.http.openai_schemas import (
     ChunkDelta,
     CompletionChoice,
     CompletionUsage,
+    FunctionCall,
+    FunctionPiece,
+    JSONObjectFormat,
+    JSONSchemaFormat,
+    MessageToolCall,
     Model,
     ModelList,
+    ToolCallPiece,
 )
 from piagent.http.openapi import BODY_ERRORS, JSON, SSE, UPSTREAM_ERRORS, Body, Endpoint, Param
 from piagent.http.requests import decode_body, get_runtime, owner_of, read_json_body
 from piagent.http.responses import ENCODER, JSONResponse, openai_error
 from piagent.http.streaming import ReplyStream, StreamFormat, reply, token_template
-from piagent.providers.base import Message
+from piagent.http.tooling import CallNames, check_depth, check_tool_count
+from piagent.providers.base import Message, OutputFormat, ToolCall, Tools, ToolSpec
 from piagent.schemas import ChatOptions, ChatResponse
+from piagent.settings import Settings
 
 _REQUEST = msgspec.json.Decoder(ChatCompletionRequest)
+_ARGUMENTS = msgspec.json.Decoder(dict[str, Any])
 _DONE = b"data: [DONE]\n\n"
 # Roles OpenAI has that Ollama and older servers do not: `developer` is the newer name for `system`.
 _ROLES = {"developer": "system"}
@@ -60,18 +70,78 @@ def _text_of(message: ChatMessage, index: int) -> str:
     return "".join(texts)
 
 
+def _calls_of(message: ChatMessage, index: int) -> tuple[ToolCall, ...]:
+    """The tool calls an assistant message made; their arguments must be JSON objects, since an Ollama
+    upstream takes them as objects."""
+    calls = []
+    for number, call in enumerate(message.tool_calls or ()):
+        arguments = call.function.arguments or "{}"
+        try:
+            _ARGUMENTS.decode(arguments)
+        except (msgspec.DecodeError, RecursionError) as exc:
+            raise ValidationFailed(
+                f"the arguments are not a JSON object: {exc}",
+                f"$.messages[{index}].tool_calls[{number}].function.arguments",
+            ) from exc
+        calls.append(ToolCall(call.id, call.function.name, arguments))
+    return tuple(calls)
+
+
 def to_messages(request: ChatCompletionRequest, max_message_chars: int) -> list[Message]:
-    """The client's messages as the provider takes them (text only, OpenAI-only roles renamed); 422 for
-    a message over the length limit."""
+    """The client's messages as the provider takes them (text only, OpenAI-only roles renamed, tool results
+    named by their call's function too); 422 for a message over the length limit."""
     messages = []
+    names = CallNames()
     for index, message in enumerate(request.messages):
         text = _text_of(message, index)
         if len(text) > max_message_chars:
             raise ValidationFailed.over_limit(
                 "the message", len(text), max_message_chars, f"$.messages[{index}].content", " characters"
             )
-        messages.append(Message(_ROLES.get(message.role, message.role), text))
+        if message.tool_calls:
+            calls = _calls_of(message, index)
+            names.called(list(calls))
+            messages.append(Message(message.role, text, calls))
+        elif message.role == "tool":
+            call_id = message.tool_call_id or ""
+            messages.append(Message("tool", text, tool_call_id=call_id, tool_name=names.name_of(call_id)))
+        else:
+            messages.append(Message(_ROLES.get(message.role, message.role), text))
     return messages
+
+
+def to_tools(request: ChatCompletionRequest, settings: Settings) -> Tools | None:
+    """The tools the client offers, bounded (PIAGENT_MAX_TOOLS, PIAGENT_MAX_SCHEMA_DEPTH), with its
+    `tool_choice`; None when it offers none."""
+    if not request.tools:
+        return None
+    check_tool_count(len(request.tools), settings.max_tools, "$.tools")
+    specs = []
+    for index, tool in enumerate(request.tools):
+        function = tool.function
+        if function.parameters is not None:
+            check_depth(function.parameters, settings.max_schema_depth, f"$.tools[{index}].function.parameters")
+        specs.append(ToolSpec(function.name, function.description, function.parameters, function.strict))
+    choice = request.tool_choice
+    if choice is None or isinstance(choice, str):
+        return Tools(tuple(specs), choice or "auto", "", request.parallel_tool_calls)
+    name = choice.function.name
+    if name not in {spec.name for spec in specs}:
+        raise ValidationFailed(f"tool_choice names {name!r}, which is not in tools", "$.tool_choice.function.name")
+    return Tools(tuple(specs), "function", name, request.parallel_tool_calls)
+
+
+def to_output(request: ChatCompletionRequest, max_depth: int) -> OutputFormat | None:
+    """`response_format` as piagent passes it on: None for text, any JSON object, or JSON matching a schema."""
+    wanted = request.response_format
+    if isinstance(wanted, JSONObjectFormat):
+        return OutputFormat()
+    if isinstance(wanted, JSONSchemaFormat):
+        spec = wanted.json_schema
+        if spec.schema is not None:
+            check_depth(spec.schema, max_depth, "$.response_format.json_schema.schema")
+        return OutputFormat(spec.schema, spec.name, spec.strict)
+    return None
 
 
 def to_options(request: ChatCompletionRequest, max_tokens: int) -> ChatOptions:
@@ -91,6 +161,21 @@ def to_options(request: ChatCompletionRequest, max_tokens: int) -> ChatOptions:
     )
 
 
+def _finish_reason(reply: ChatResponse) -> str | None:
+    """`tool_calls` when the model called tools, as OpenAI says (Ollama says `stop`); else the upstream's."""
+    return "tool_calls" if reply.tool_calls else reply.done_reason
+
+
+def _message(reply: ChatResponse) -> AssistantMessage:
+    if not reply.tool_calls:
+        return AssistantMessage("assistant", reply.reply)
+    calls = [
+        MessageToolCall(id=call.id, function=FunctionCall(name=call.name, arguments=call.arguments))
+        for call in reply.tool_calls
+    ]
+    return AssistantMessage("assistant", reply.reply or None, calls)
+
+
 def _usage(reply: ChatResponse) -> CompletionUsage:
     usage = reply.usage
     return CompletionUsage(usage.prompt_tokens, usage.completion_tokens, usage.prompt_tokens + usage.completion_tokens)
@@ -106,8 +191,20 @@ def _stream_format(completion_id: str, created: int, model: str, include_usage: 
 
     token = token_template(chunk([ChunkChoice(0, ChunkDelta(content=""), None)]))
 
+    calls = 0
+
+    def tool_call(call: ToolCall) -> bytes:
+        # As OpenAI streams a call: its id, type and name with empty arguments, then the arguments.
+        nonlocal calls
+        opening = ToolCallPiece(calls, FunctionPiece("", call.name), call.id, "function")
+        arguments = ToolCallPiece(calls, FunctionPiece(call.arguments))
+        calls += 1
+        return chunk([ChunkChoice(0, ChunkDelta(tool_calls=[opening]), None)]) + chunk(
+            [ChunkChoice(0, ChunkDelta(tool_calls=[arguments]), None)]
+        )
+
     def done(reply: ChatResponse) -> bytes:
-        last = chunk([ChunkChoice(0, ChunkDelta(), reply.done_reason)])
+        last = chunk([ChunkChoice(0, ChunkDelta(), _finish_reason(reply))])
         if include_usage:
             last += chunk([], _usage(reply))
         return last + _DONE
@@ -117,7 +214,7 @@ def _stream_format(completion_id: str, created: int, model: str, include_usage: 
         return b"data: " + ENCODER.encode(openai_error(exc)) + b"\n\n"
 
     start = chunk([ChunkChoice(0, ChunkDelta(role="assistant", content=""), None)])
-    return StreamFormat("text/event-stream; charset=utf-8", token, done, error, start)
+    return StreamFormat("text/event-stream; charset=utf-8", token, done, error, start, tool_call)
 
 
 async def chat_completions(request: Request) -> Response | ReplyStream:
@@ -128,13 +225,15 @@ async def chat_completions(request: Request) -> Response | ReplyStream:
     completion = decode_request(body)
     messages = to_messages(completion, settings.max_message_chars)
     options = to_options(completion, settings.max_tokens)
-    prepared = runtime.chat.prepare_stateless(completion.model, messages, options, owner_of(request))
+    tools = to_tools(completion, settings)
+    output = to_output(completion, settings.max_schema_depth)
+    prepared = runtime.chat.prepare_stateless(completion.model, messages, options, owner_of(request), tools, output)
     completion_id = "chatcmpl-" + secrets.token_hex(12)
     created = int(time.time())
     model = prepared.agent.name
 
     def whole(answer: ChatResponse) -> Response:
-        choice = CompletionChoice(0, AssistantMessage("assistant", answer.reply), answer.done_reason)
+        choice = CompletionChoice(0, _message(answer), _finish_reason(answer))
         return JSONResponse(ChatCompletion(completion_id, "chat.completion", created, model, [choice], _usage(answer)))
 
     include_usage = completion.stream_options is not None and completion.stream_options.include_usage

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from piagent.http import conversations, native, ollama, openai, page
+from piagent.http import conversations, native, ollama, ollama_generate, ollama_models, openai, page
 from piagent.http.openapi import JSON, Body, Endpoint, build_openapi
 from piagent.http.responses import JSONResponse
 from piagent.version import __version__
@@ -20,6 +20,8 @@ API: tuple[Endpoint, ...] = (
     *conversations.API,
     *openai.API,
     *ollama.API,
+    *ollama_generate.API,
+    *ollama_models.API,
     Endpoint("GET", "/openapi.json", "This document (OpenAPI 3.1)", ok=(Body(JSON, dict[str, Any]),)),
 )
 
@@ -47,5 +49,7 @@ def build_routes(chat_page: page.ChatPage | None = None) -> list[Route]:
         *conversations.routes(),
         *openai.routes(),
         *ollama.routes(),
+        *ollama_generate.routes(),
+        *ollama_models.routes(),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]

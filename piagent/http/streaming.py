@@ -16,7 +16,7 @@ from piagent.chat import ChatService, PreparedChat
 from piagent.exceptions import PiagentError, ShuttingDown
 from piagent.generations import GenerationLimiter
 from piagent.http.responses import ENCODER
-from piagent.schemas import ChatResponse, DoneEvent, ErrorEvent
+from piagent.schemas import ChatResponse, DoneEvent, ErrorEvent, ToolCall
 
 logger = logging.getLogger("piagent.http.streaming")
 T = TypeVar("T")
@@ -33,7 +33,8 @@ class StreamFormat(NamedTuple):
     """How reply events become bytes; `done`/`error` of None mean the format has no such event.
 
     `start` goes out with the first event (OpenAI's role chunk); the front doors build a format per
-    request, since their chunks repeat the response's id and model around every token.
+    request, since their chunks repeat the response's id and model around every token. `tool_call`
+    writes one whole tool call; a format without it leaves them out (the reply's text only).
     """
 
     media_type: str
@@ -41,6 +42,7 @@ class StreamFormat(NamedTuple):
     done: Callable[[ChatResponse], bytes] | None
     error: Callable[[PiagentError], bytes] | None
     start: bytes = b""
+    tool_call: Callable[[ToolCall], bytes] | None = None
 
 
 def token_template(
@@ -167,8 +169,8 @@ class ReplyStream:
 
     def __init__(
         self,
-        first: str | ChatResponse,
-        replies: AsyncGenerator[str | ChatResponse, None],
+        first: str | ToolCall | ChatResponse,
+        replies: AsyncGenerator[str | ToolCall | ChatResponse, None],
         stream_format: StreamFormat,
         conversation_id: str,
         limiter: GenerationLimiter | None = None,
@@ -216,16 +218,22 @@ class ReplyStream:
         """Send every event; False when the transfer must be left incomplete to signal an error."""
         fmt = self._format
         token = fmt.token
+        tool_call = fmt.tool_call
         item = self._first
         start = fmt.start
         try:
-            if type(item) is str:
-                await send({"type": "http.response.body", "body": start + token(item), "more_body": True})
+            if type(item) is not ChatResponse:
+                first = token(item) if type(item) is str else self._tool_call(item)
+                await send({"type": "http.response.body", "body": start + first, "more_body": True})
                 start = b""
                 async for item in self._replies:
-                    if type(item) is not str:
+                    if type(item) is str:
+                        await send({"type": "http.response.body", "body": token(item), "more_body": True})
+                    elif type(item) is ToolCall:
+                        if tool_call is not None:
+                            await send({"type": "http.response.body", "body": tool_call(item), "more_body": True})
+                    else:
                         break
-                    await send({"type": "http.response.body", "body": token(item), "more_body": True})
             if fmt.done is not None and type(item) is ChatResponse:
                 await send({"type": "http.response.body", "body": start + fmt.done(item), "more_body": True})
             return True
@@ -235,6 +243,11 @@ class ReplyStream:
         except Exception:
             logger.exception("reply in %s failed", self._label)
             return await self._send_error(PiagentError("piagent failed while relaying the reply"), send)
+
+    def _tool_call(self, item: str | ToolCall | ChatResponse) -> bytes:
+        assert type(item) is ToolCall
+        tool_call = self._format.tool_call
+        return tool_call(item) if tool_call is not None else b""
 
     async def _send_error(self, exc: PiagentError, send: Send) -> bool:
         if self._format.error is None:

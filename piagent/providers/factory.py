@@ -14,6 +14,7 @@ from piagent.providers.base import Provider
 from piagent.providers.ollama import OllamaProvider
 from piagent.providers.openai import OpenAIProvider, openai_base
 from piagent.providers.pool import Upstream, UpstreamPool
+from piagent.providers.tooling import ToolCallLimits
 from piagent.settings import Settings, split_urls
 
 
@@ -68,6 +69,7 @@ def build_providers(
 ) -> dict[str, Provider]:
     """One provider object per distinct spec, all on the one shared client; keyed by agent name."""
     upstreams = _name_upstreams(specs, settings)
+    tool_limits = ToolCallLimits(settings.max_tool_calls, settings.max_tool_argument_bytes)
     by_spec: dict[ProviderSpec, Provider] = {}
     providers: dict[str, Provider] = {}
     for agent_name, spec in specs.items():
@@ -88,6 +90,7 @@ def build_providers(
                     settings.max_line_bytes,
                     first_token,
                     max_error_bytes=settings.max_error_bytes,
+                    tool_limits=tool_limits,
                 )
             else:
                 provider = OllamaProvider(
@@ -98,6 +101,7 @@ def build_providers(
                     spec.api_key,
                     first_token,
                     max_error_bytes=settings.max_error_bytes,
+                    tool_limits=tool_limits,
                 )
             by_spec[spec] = provider
         providers[agent_name] = provider

@@ -9,26 +9,49 @@ import httpx
 import msgspec
 
 from piagent.exceptions import UpstreamError
-from piagent.providers.base import Completion, Message
+from piagent.providers.base import Completion, Message, OutputFormat, Timings, ToolCall, Tools
 from piagent.providers.common import ProviderCore
 from piagent.providers.errors import redact
 from piagent.providers.pool import Upstream, UpstreamPool
+from piagent.providers.tooling import FunctionTool, ToolCallLimits, check_count, checked_call, function_tools
 from piagent.schemas import UpstreamHealth
 
 # piagent's option names that Ollama spells differently; every other option passes through as-is.
 _OPTION_NAMES = {"max_tokens": "num_predict"}
 
 
+class _Function(msgspec.Struct, frozen=True):
+    name: str
+    arguments: msgspec.Raw  # a JSON object; kept as its text, which is what piagent passes on
+
+
+class _ToolCall(msgspec.Struct, frozen=True, omit_defaults=True):
+    function: _Function
+    id: str = ""  # newer Ollama versions send one; older ones do not
+
+
+class _ToolMessage(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A message that carries tool calls or a tool's result, in Ollama's shape (arguments as an object)."""
+
+    role: str
+    content: str
+    tool_calls: list[_ToolCall] | None = None
+    tool_name: str = ""
+
+
 class _ChatBody(msgspec.Struct, omit_defaults=True):
     model: str
-    messages: Sequence[Message]
+    messages: Sequence[Any]  # Message or _ToolMessage: only ever encoded, so the union needs no tag
     stream: bool  # no default, so it is always sent
     options: Mapping[str, Any] | None = None
     keep_alive: str | float | None = None
+    tools: list[FunctionTool] | None = None
+    format: str | dict[str, Any] | None = None
 
 
 class _ChunkMessage(msgspec.Struct):
     content: str = ""
+    tool_calls: list[_ToolCall] | None = None
 
 
 class _Chunk(msgspec.Struct):
@@ -39,6 +62,9 @@ class _Chunk(msgspec.Struct):
     done_reason: str | None = None
     prompt_eval_count: int = 0
     eval_count: int = 0
+    load_duration: int = 0
+    prompt_eval_duration: int = 0
+    eval_duration: int = 0
     error: str | None = None
 
 
@@ -67,6 +93,28 @@ def model_key(name: str) -> str:
     return name if ":" in name.rpartition("/")[2] else f"{name}:latest"
 
 
+def _wire_message(message: Message) -> Message | _ToolMessage:
+    """The message in Ollama's shape: a plain one as it is; tool calls with their arguments as objects."""
+    if not message.tool_calls and not message.tool_name:
+        return message
+    calls = [
+        _ToolCall(_Function(call.name, msgspec.Raw(call.arguments.encode())), call.id) for call in message.tool_calls
+    ]
+    return _ToolMessage(message.role, message.content, calls or None, message.tool_name)
+
+
+def _format(output: OutputFormat | None) -> str | dict[str, Any] | None:
+    if output is None:
+        return None
+    return "json" if output.schema is None else output.schema
+
+
+def _timings(chunk: _Chunk) -> Timings | None:
+    if not (chunk.load_duration or chunk.prompt_eval_duration or chunk.eval_duration):
+        return None
+    return Timings(chunk.load_duration, chunk.prompt_eval_duration, chunk.eval_duration)
+
+
 def _keep_alive(text: str) -> str | float | None:
     """Ollama reads a bare number as seconds but a string only as a Go duration ("10m"), so convert."""
     if not text:
@@ -82,7 +130,11 @@ class OllamaProvider:
 
     Two read timeouts, at no cost per token: `first_token_timeout` until the response head arrives
     (Ollama sends it with the first token), then the client's own read timeout between two pieces.
+    Ollama has no `tool_choice`: `none` sends no tools, `auto` is what it does anyway, and the others
+    cannot be honoured.
     """
+
+    tool_choices = frozenset({"auto", "none"})
 
     def __init__(
         self,
@@ -93,8 +145,10 @@ class OllamaProvider:
         api_key: str = "",
         first_token_timeout: float | None = None,
         max_error_bytes: int = 64 * 1024,
+        tool_limits: ToolCallLimits | None = None,
     ) -> None:
         self.name = pool.kind
+        self._tool_limits = ToolCallLimits() if tool_limits is None else tool_limits
         self.upstreams = pool.upstreams
         self._core = ProviderCore(
             client, pool, "application/x-ndjson", api_key, max_line_bytes, first_token_timeout, max_error_bytes
@@ -103,17 +157,34 @@ class OllamaProvider:
         self._encoder = msgspec.json.Encoder()
         self._decoder = msgspec.json.Decoder(_Chunk)
 
-    def _body(self, model: str, messages: Sequence[Message], options: Mapping[str, Any]) -> bytes:
+    def _body(
+        self,
+        model: str,
+        messages: Sequence[Message],
+        options: Mapping[str, Any],
+        tools: Tools | None,
+        output: OutputFormat | None,
+    ) -> bytes:
         native = {_OPTION_NAMES.get(key, key): value for key, value in options.items()} if options else None
-        return self._encoder.encode(_ChatBody(model, messages, True, native, self._keep_alive))
+        wire: Sequence[Message | _ToolMessage] = messages
+        if any(message.tool_calls or message.tool_name for message in messages):
+            wire = [_wire_message(message) for message in messages]
+        offered = function_tools(tools) if tools is not None and tools.choice != "none" and tools.specs else None
+        return self._encoder.encode(_ChatBody(model, wire, True, native, self._keep_alive, offered, _format(output)))
 
     async def stream_chat(
-        self, model: str, messages: Sequence[Message], options: Mapping[str, Any]
-    ) -> AsyncGenerator[str | Completion, None]:
-        """Yield the reply's text pieces as Ollama generates them, then one `Completion`."""
-        body = self._body(model, messages, options)
+        self,
+        model: str,
+        messages: Sequence[Message],
+        options: Mapping[str, Any],
+        tools: Tools | None = None,
+        output: OutputFormat | None = None,
+    ) -> AsyncGenerator[str | ToolCall | Completion, None]:
+        """Yield the reply's text pieces as Ollama generates them and each tool call, then one `Completion`."""
+        body = self._body(model, messages, options, tools, output)
         decode = self._decoder.decode
         completion: Completion | None = None
+        calls = 0
         async with self._core.reply("/api/chat", body) as (name, lines):
             try:
                 async for line in lines:
@@ -125,10 +196,19 @@ class OllamaProvider:
                         raise UpstreamError(f"{name} sent a line that is not valid JSON: {exc}") from exc
                     if chunk.error is not None:
                         raise UpstreamError(f"{name}: {redact(chunk.error)}")
-                    if chunk.message is not None and chunk.message.content:
-                        yield chunk.message.content
+                    message = chunk.message
+                    if message is not None:
+                        if message.content:
+                            yield message.content
+                        if message.tool_calls:
+                            calls += len(message.tool_calls)
+                            check_count(calls, self._tool_limits, name)
+                            for call in message.tool_calls:
+                                yield self._tool_call(call, name)
                     if chunk.done:
-                        completion = Completion(chunk.done_reason, chunk.prompt_eval_count, chunk.eval_count)
+                        completion = Completion(
+                            chunk.done_reason, chunk.prompt_eval_count, chunk.eval_count, _timings(chunk)
+                        )
             except httpx.TransportError:
                 if completion is None:
                     raise
@@ -136,6 +216,15 @@ class OllamaProvider:
             if completion is None:
                 raise UpstreamError(f"{name} ended the stream before the reply was done")
         yield completion
+
+    def _tool_call(self, call: _ToolCall, upstream: str) -> ToolCall:
+        arguments = bytes(call.function.arguments)
+        if arguments.startswith(b'"'):  # a server that sends the OpenAI form (a JSON string) by mistake
+            try:
+                arguments = msgspec.json.decode(arguments, type=str).encode()
+            except msgspec.DecodeError as exc:
+                raise UpstreamError(f"{upstream} sent tool call arguments that are not valid JSON") from exc
+        return checked_call(call.id, call.function.name, arguments, self._tool_limits, upstream)
 
     async def check(self, upstream: Upstream) -> UpstreamHealth:
         """Ask one of this provider's upstreams for `/api/version`; never raises."""

@@ -9,11 +9,20 @@ import httpx
 import msgspec
 
 from piagent.exceptions import UpstreamError
-from piagent.providers.base import Completion, Message
+from piagent.providers.base import Completion, Message, OutputFormat, ToolCall, Tools
 from piagent.providers.common import ProviderCore
 from piagent.providers.errors import redact
 from piagent.providers.lines import sse_data
 from piagent.providers.pool import Upstream, UpstreamPool
+from piagent.providers.tooling import ToolCallLimits, ToolCallPieces
+from piagent.providers.tooling_openai import (
+    NO_FUNCTION,
+    FunctionPiece,
+    ToolMessage,
+    add_tools,
+    response_format,
+    wire_message,
+)
 from piagent.schemas import UpstreamHealth
 
 # The agent options (Ollama's vocabulary plus piagent's `max_tokens`) that mean the same to an
@@ -42,8 +51,15 @@ class _StreamOptions(msgspec.Struct, frozen=True):
 _STREAM_OPTIONS = _StreamOptions()
 
 
+class _ToolCallPiece(msgspec.Struct):
+    index: int = 0
+    id: str | None = None
+    function: FunctionPiece | None = None
+
+
 class _Delta(msgspec.Struct):
     content: str | None = None
+    tool_calls: list[_ToolCallPiece] | None = None
 
 
 class _Choice(msgspec.Struct):
@@ -91,8 +107,11 @@ class OpenAIProvider:
     """Talks to one OpenAI-compatible server or a pool of them; owns nothing but its codecs.
 
     The same two read timeouts as the Ollama provider: `first_token_timeout` until the response head,
-    then the client's own read timeout between two events.
+    then the client's own read timeout between two events. Streamed tool calls are put together from
+    their pieces and yielded whole when the choice finishes.
     """
+
+    tool_choices = frozenset({"auto", "none", "required", "function"})
 
     def __init__(
         self,
@@ -102,8 +121,10 @@ class OpenAIProvider:
         max_line_bytes: int = 1 << 20,
         first_token_timeout: float | None = None,
         max_error_bytes: int = 64 * 1024,
+        tool_limits: ToolCallLimits | None = None,
     ) -> None:
         self.name = pool.kind
+        self._tool_limits = ToolCallLimits() if tool_limits is None else tool_limits
         self.upstreams = pool.upstreams
         self._core = ProviderCore(
             client, pool, "text/event-stream", api_key, max_line_bytes, first_token_timeout, max_error_bytes
@@ -111,27 +132,47 @@ class OpenAIProvider:
         self._encoder = msgspec.json.Encoder()
         self._decoder = msgspec.json.Decoder(_Chunk)
 
-    def _body(self, model: str, messages: Sequence[Message], options: Mapping[str, Any]) -> bytes:
-        body: dict[str, Any] = {"model": model, "messages": messages}
+    def _body(
+        self,
+        model: str,
+        messages: Sequence[Message],
+        options: Mapping[str, Any],
+        tools: Tools | None,
+        output: OutputFormat | None,
+    ) -> bytes:
+        wire: Sequence[Message | ToolMessage] = messages
+        if any(message.tool_calls or message.role == "tool" for message in messages):
+            wire = [wire_message(message) for message in messages]
+        body: dict[str, Any] = {"model": model, "messages": wire}
         for key, value in options.items():
             name = _OPTION_NAMES.get(key)
             if name is not None:
                 body[name] = value
+        if tools is not None:
+            add_tools(body, tools)
+        if output is not None:
+            body["response_format"] = response_format(output)
         # stream_options asks for the usage chunk; servers that do not know it ignore it.
         body["stream"] = True
         body["stream_options"] = _STREAM_OPTIONS
         return self._encoder.encode(body)
 
     async def stream_chat(
-        self, model: str, messages: Sequence[Message], options: Mapping[str, Any]
-    ) -> AsyncGenerator[str | Completion, None]:
-        """Yield the reply's text pieces as the server streams them, then one `Completion`."""
-        body = self._body(model, messages, options)
+        self,
+        model: str,
+        messages: Sequence[Message],
+        options: Mapping[str, Any],
+        tools: Tools | None = None,
+        output: OutputFormat | None = None,
+    ) -> AsyncGenerator[str | ToolCall | Completion, None]:
+        """Yield the reply's text pieces as the server streams them and each tool call, then one `Completion`."""
+        body = self._body(model, messages, options, tools, output)
         decode = self._decoder.decode
         finish: str | None = None
         usage: _Usage | None = None
         done = False
         async with self._core.reply("/v1/chat/completions", body) as (name, lines):
+            pieces = ToolCallPieces(self._tool_limits, name)
             try:
                 async for line in lines:
                     data = sse_data(line, name)
@@ -153,10 +194,17 @@ class OpenAIProvider:
                     if chunk.choices:
                         choice = chunk.choices[0]
                         delta = choice.delta
-                        if delta is not None and delta.content:
-                            yield delta.content
+                        if delta is not None:
+                            if delta.content:
+                                yield delta.content
+                            if delta.tool_calls:
+                                for piece in delta.tool_calls:
+                                    function = piece.function or NO_FUNCTION
+                                    pieces.add(piece.index, piece.id, function.name, function.arguments)
                         if choice.finish_reason is not None:
                             finish = choice.finish_reason
+                            for call in pieces.finish():
+                                yield call
                     if chunk.usage is not None:
                         usage = chunk.usage
             except httpx.TransportError:
@@ -166,6 +214,8 @@ class OpenAIProvider:
             # Without [DONE], the reply is whole all the same when its last choice said why it stopped.
             if not done and finish is None:
                 raise UpstreamError(f"{name} ended the stream before the reply was done")
+            for call in pieces.finish():  # a server that ended without a finish_reason
+                yield call
         if usage is None:
             yield Completion(finish, 0, 0)
         else:
