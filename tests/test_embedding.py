@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import openai
+import pytest
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
 from starlette.applications import Starlette
@@ -99,3 +101,62 @@ def test_served_by_hypercorn_it_chats_and_streams(make_settings: MakeSettings, f
         response = client.post("/chat", json={"message": "hi", "stream": True}, headers={"Accept": "text/event-stream"})
         events: list[Any] = [block.split("\n")[0] for block in response.text.strip().split("\n\n")]
         assert events == ["event: token", "event: token", "event: done"]
+
+
+def fastapi_host(pi: Starlette) -> ASGIApp:
+    """The recipe under FastAPI: mount it, and run its lifespan as the host's."""
+    from fastapi import FastAPI
+
+    host = FastAPI(lifespan=pi.router.lifespan_context)
+    host.mount("/pi", pi)
+    return host
+
+
+def litestar_host(pi: Starlette) -> ASGIApp:
+    """The recipe under Litestar, which runs the lifespan but passes no lifespan state to a mounted app, and
+    hands it `/health/` (a slash added) with an empty root path."""
+    from litestar import Litestar, asgi
+    from litestar.types import Receive, Scope, Send
+
+    @asgi("/pi", is_mount=True, copy_scope=True)
+    async def piagent(scope: Scope, receive: Receive, send: Send) -> None:
+        await pi(scope, receive, send)  # type: ignore[arg-type]
+
+    return Litestar(route_handlers=[piagent], lifespan=[pi.router.lifespan_context])
+
+
+def starlette_host(pi: Starlette) -> ASGIApp:
+    return Starlette(routes=[Mount("/pi", app=pi)], lifespan=pi.router.lifespan_context)
+
+
+@pytest.mark.parametrize(
+    "build_host",
+    [
+        pytest.param(starlette_host, id="starlette"),
+        pytest.param(fastapi_host, id="fastapi"),
+        pytest.param(litestar_host, id="litestar"),
+    ],
+)
+def test_the_embedding_recipe_works_under_each_host(
+    make_settings: MakeSettings, fake_ollama: FakeModel, build_host: Any
+) -> None:
+    fake_ollama.script = Script(tokens=["mounted", " reply"])
+    with serve_in_thread(build_host(create_app(make_settings()))) as url:
+        with httpx.Client(base_url=url, timeout=10, follow_redirects=False) as client:
+            assert client.get("/pi/health").json()["status"] == "ok"
+            assert client.get("/pi/health/").json()["status"] == "ok"
+            assert client.get("/pi/").headers["content-type"].startswith("text/html")  # the mount's root: no loop
+            reply = client.post("/pi/chat", json={"message": "hi"})
+            assert (reply.status_code, reply.json()["reply"]) == (200, "mounted reply")
+            streamed = client.post("/pi/chat", json={"message": "again", "stream": True})
+            assert streamed.text == "mounted reply"
+            assert client.get("/pi/api/tags").json()["models"][0]["name"] == "general"
+            assert client.get("/pi/nowhere").status_code == 404
+        with openai.OpenAI(base_url=f"{url}/pi/v1", api_key="x", max_retries=0, timeout=10) as sdk:
+            completion = sdk.chat.completions.create(model="general", messages=[{"role": "user", "content": "hi"}])
+            assert completion.choices[0].message.content == "mounted reply"
+
+
+def test_a_trailing_slash_is_served_not_redirected(client: httpx.Client) -> None:
+    response = client.get("/health/", follow_redirects=False)
+    assert (response.status_code, response.json()["status"]) == (200, "ok")

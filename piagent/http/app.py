@@ -13,10 +13,12 @@ from typing import Any
 import anyio
 import httpx
 from starlette.applications import Starlette
+from starlette.datastructures import State
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from piagent.agents import Agents, load_agents
 from piagent.chat import ChatService
@@ -87,7 +89,11 @@ def _lifespan(
     clock: Callable[[], float],
     upstream_clock: Callable[[], float],
     open_store: StoreFactory | None,
+    home: State,
 ) -> Lifespan:
+    """The lifespan; what it opens goes to requests as lifespan state, and onto `home` (piagent's own
+    `app.state`) for hosts that run the lifespan but do not pass its state on (Litestar)."""
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
@@ -125,9 +131,11 @@ def _lifespan(
                 async with anyio.create_task_group() as tasks:
                     if store is not None:
                         tasks.start_soon(purge_expired_forever, store, min(settings.memory_ttl, 60.0))
+                    setattr(home, STATE_KEY, runtime)
                     try:
                         yield {STATE_KEY: runtime}
                     finally:
+                        delattr(home, STATE_KEY)
                         tasks.cancel_scope.cancel()
             finally:
                 # Normally every generation is over by now (the piagent command drains them first); under
@@ -137,6 +145,21 @@ def _lifespan(
                     await store.aclose()
 
     return lifespan
+
+
+class TrailingSlash:
+    """Serves `/health/` as `/health` instead of redirecting: a host may hand a mounted app its path with a
+    slash added and no root path (Litestar does), and Starlette's redirect would then leave the mount."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        # Not the mount's own root (`/pi/` under a root path `/pi`): that slash is what names the root.
+        if len(path) > 1 and path.endswith("/") and path != scope.get("root_path", "") + "/":
+            scope = {**scope, "path": path.rstrip("/") or "/"}
+        await self.app(scope, receive, send)
 
 
 def build_agent_list(agents: Agents) -> AgentList:
@@ -166,7 +189,8 @@ def create_app(
     `upstream_clock` times the cool-off of an upstream that refused a connection; `environ` is where
     agents' `api_key_env` variables are read (default: the process environment).
     The memory store's backend is imported here too, so a missing optional extra stops start-up.
-    Mounted inside another app, run `app.router.lifespan_context` from the host's lifespan.
+    Mounted inside another app, run `app.router.lifespan_context` from the host's lifespan (any host:
+    the runtime is also kept on this app's own `state`, which requests reach whatever the host passes on).
     """
     settings = Settings.from_env() if settings is None else settings
     agents = load_agents(
@@ -179,7 +203,8 @@ def create_app(
     # answered and a 401 still gets the CORS headers that let the page read it; the rate limit after
     # the keys, so it counts per key.
     middleware = [
-        Middleware(BrowserGuardMiddleware, allowed_hosts=settings.allowed_hosts, cors_origins=settings.cors_origins)
+        Middleware(BrowserGuardMiddleware, allowed_hosts=settings.allowed_hosts, cors_origins=settings.cors_origins),
+        Middleware(TrailingSlash),
     ]
     if settings.cors_origins:
         middleware.append(
@@ -199,7 +224,8 @@ def create_app(
     if settings.rate_limit:
         middleware.append(Middleware(RateLimitMiddleware, buckets=TokenBuckets(settings.rate_limit)))
     chat_page = load_chat_page() if settings.chat_page else None
-    return Starlette(
+    home = State()
+    app = Starlette(
         routes=build_routes(chat_page),
         middleware=middleware,
         exception_handlers={
@@ -208,5 +234,9 @@ def create_app(
             ClientDisconnect: handle_client_disconnect,
             Exception: handle_unexpected,
         },
-        lifespan=_lifespan(settings, agents, specs, transport, clock, upstream_clock, store_factory(settings, clock)),
+        lifespan=_lifespan(
+            settings, agents, specs, transport, clock, upstream_clock, store_factory(settings, clock), home
+        ),
     )
+    app.state = home
+    return app

@@ -59,6 +59,11 @@ def get_runtime(request: Request) -> Runtime:
     """The lifespan's Runtime, or a clear error when the host never ran piagent's lifespan."""
     runtime: Runtime | None = request.scope.get("state", {}).get(STATE_KEY)
     if runtime is None:
+        # A host that ran the lifespan but passed no state on (Litestar): piagent's app keeps it too.
+        # scope["app"] is piagent's own Starlette app, which sets itself there on every request.
+        app = request.scope.get("app")
+        runtime = getattr(getattr(app, "state", None), STATE_KEY, None)
+    if runtime is None:
         raise NotStarted(
             "piagent's lifespan has not run: when mounting piagent inside another app, "
             "pass lifespan=piagent_app.router.lifespan_context to the host app (README: Embedding)"
