@@ -2,12 +2,12 @@
 door (/chat plain text, /v1/chat/completions SSE, /api/chat NDJSON).
 
 ``python bench/protocols.py`` (``--quick`` for a smoke run) starts, per scenario, piagent under uvicorn pinned to
-core 1 and a fake upstream pinned to core 0; this process (pinned to core 0 too) keeps ``--clients`` streams of
-``--tokens``-token replies going and reads them with raw sockets. The fake sends each reply pre-encoded in one
-write, so the figures are piagent's cost: parsing the upstream's lines, the chat service, one write per token to
-the client. Two figures per scenario: tokens relayed per second of wall time (bounded by core 0 when the load
-generator saturates it), and tokens per second of piagent's own CPU time (utime + stime from /proc), which is
-what one core can relay; the target is 40,000. Only 127.0.0.1 is contacted.
+core 1 and the fake model server (``bench/fake_model.py``) pinned to core 0; this process (pinned to core 0 too)
+keeps ``--clients`` streams of ``--tokens``-token replies going and reads them with raw sockets. The fake sends each
+reply whole in one write, so the figures are piagent's cost: parsing the upstream's lines, the chat service, one
+write per token to the client. Two figures per scenario: tokens relayed per second of wall time (bounded by core 0
+when the load generator saturates it), and tokens per second of piagent's own CPU time (utime + stime from /proc),
+which is what one core can relay; the target is 40,000. Only 127.0.0.1 is contacted.
 """
 
 from __future__ import annotations
@@ -43,59 +43,6 @@ SCENARIOS = [
     Scenario("ollama", "ollama"),
     Scenario("openai", "ollama"),
 ]
-
-
-# ------------------------------------------------------------------ the fake upstream (run as a subprocess)
-
-
-def _ollama_body(tokens: int) -> bytes:
-    line = b'{"model":"m","created_at":"2026-11-26T00:00:00.000000Z","message":{"role":"assistant","content":"tok "},'
-    lines = [line + b'"done":false}\n'] * tokens
-    lines.append(
-        b'{"model":"m","created_at":"2026-11-26T00:00:01.000000Z","message":{"role":"assistant","content":""},'
-        b'"done":true,"done_reason":"stop","prompt_eval_count":9,"eval_count":%d}\n' % tokens
-    )
-    return b"".join(lines)
-
-
-def _openai_body(tokens: int) -> bytes:
-    head = b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
-    events = [head + b'"delta":{"content":"tok "},"logprobs":null,"finish_reason":null}]}\n\n'] * tokens
-    events.append(head + b'"delta":{},"logprobs":null,"finish_reason":"stop"}]}\n\n')
-    usage = b'"usage":{"prompt_tokens":9,"completion_tokens":%d,"total_tokens":%d}}\n\n' % (tokens, tokens + 9)
-    events.append(
-        b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[],' + usage
-    )
-    events.append(b"data: [DONE]\n\n")
-    return b"".join(events)
-
-
-def serve_fake(port: int, kind: str, tokens: int) -> None:
-    """A minimal keep-alive HTTP/1.1 server answering every POST with the same pre-encoded streamed reply."""
-    body = _ollama_body(tokens) if kind == "ollama" else _openai_body(tokens)
-    media = b"application/x-ndjson" if kind == "ollama" else b"text/event-stream"
-    reply = b"HTTP/1.1 200 OK\r\nContent-Type: %b\r\nContent-Length: %d\r\n\r\n%b" % (media, len(body), body)
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                await reader.readexactly(length)
-                writer.write(reply)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
-
-    async def main() -> None:
-        server = await asyncio.start_server(handle, "127.0.0.1", port)
-        async with server:
-            await server.serve_forever()
-
-    asyncio.run(main())
 
 
 # ------------------------------------------------------------------ the load generator
@@ -177,9 +124,10 @@ def _pinned(core: str, command: list[str], **kwargs: object) -> subprocess.Popen
 
 def run(scenario: Scenario, tokens: int, clients: int, seconds: float, warmup: float) -> dict[str, float]:
     fake_port, port = _free_port(), _free_port()
-    fake = _pinned(
-        "0", [sys.executable, __file__, "--fake", scenario.upstream, "--port", str(fake_port), "--tokens", str(tokens)]
-    )
+    # The fake model server (both protocols) sends each reply whole, in one write with a Content-Length.
+    fake_argv = [sys.executable, str(ROOT / "bench" / "fake_model.py"), "--port", str(fake_port)]
+    fake_argv += ["--force-tokens", str(tokens), "--content-length", "--word", "tok "]
+    fake = _pinned("0", fake_argv, stdout=subprocess.DEVNULL)
     prompts = Path(tempfile.mkdtemp())
     url_line = "" if scenario.upstream == "ollama" else f"provider: openai\nurl: http://127.0.0.1:{fake_port}\n"
     (prompts / "general.md").write_text(f"---\n{url_line}description: bench\n---\nYou are a benchmark.\n")
@@ -230,12 +178,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--only", action="append", metavar="UPSTREAM:DOOR", help="e.g. ollama:chat (repeatable)")
-    parser.add_argument("--fake", choices=("ollama", "openai"), help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.fake:
-        serve_fake(args.port, args.fake, args.tokens)
-        return 0
     seconds, warmup = (2.0, 0.5) if args.quick else (args.seconds, 2.0)
     print(f"{args.clients} clients, {args.tokens}-token streamed replies, {seconds:g} s per scenario")
     print(f"target: {TARGET:,} tokens/s per core")

@@ -3,8 +3,9 @@
 ``python bench/run.py`` (from anywhere; the server runs with cwd = the repository root) does, for each of two
 rounds:
 
-1. start ``bench/fake_ollama.py`` pinned to core 0 (its start-up time and idle RSS are the floor for a Python
-   asyncio server) and measure every load scenario straight against it: the baseline, the physical limit;
+1. start the fake model server (``bench/fake_model.py``, playing Ollama) pinned to core 0 (its start-up time and
+   idle RSS are the floor for a Python asyncio server) and measure every load scenario straight against it: the
+   baseline, the physical limit;
 2. start piagent (``python -m piagent``, pinned to core 1) for the memory scenarios: start-up time to the first
    ``GET /health`` 200, idle RSS, RSS after 1,000 requests, RSS growth per stored conversation over 10,000 new
    conversations, peak RSS (VmHWM);
@@ -39,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
-from fake_ollama import reply_text
+from fakemodel import reply_text
 from loadgen import Check, LoadGenerator, LoadResult, build_request, fetch, run_async
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -339,11 +340,11 @@ def _pinned(argv: list[str], core: int, pin: bool) -> list[str]:
 
 
 def fake_process(plan: Plan, log_dir: Path) -> Process:
-    """The fake Ollama, pinned to core 0."""
+    """The fake model server (as Ollama), pinned to core 0."""
     port = free_port()
-    argv = [plan.python, str(BENCH_DIR / "fake_ollama.py"), "--host", HOST, "--port", str(port)]
+    argv = [plan.python, str(BENCH_DIR / "fake_model.py"), "--host", HOST, "--port", str(port)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIAGENT_")}
-    return Process("fake_ollama", _pinned(argv, 0, plan.pin), env, port, log_dir)
+    return Process("fake_model", _pinned(argv, 0, plan.pin), env, port, log_dir)
 
 
 def server_process(plan: Plan, fake_port: int, log_dir: Path) -> Process:
@@ -471,7 +472,7 @@ async def configure_fake(port: int, tokens: int, delay_ms: float, batch_writes: 
     body = _ENCODER.encode({"tokens": tokens, "delay_ms": delay_ms, "batch_writes": batch_writes})
     response = await fetch(HOST, port, "POST", "/_bench/config", body)
     if response.status != 200:
-        raise RuntimeError(f"fake_ollama refused its configuration: {bytes(response.body)!r}")
+        raise RuntimeError(f"the fake refused its configuration: {bytes(response.body)!r}")
 
 
 async def fake_stats(port: int, reset: bool = False) -> dict[str, object]:

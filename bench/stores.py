@@ -1,7 +1,8 @@
 """What each memory store costs per request, in one run: memory vs sqlite vs redis, same fake, same load.
 
-Self-contained: a minimal fake Ollama and a keep-alive HTTP/1.1 load generator (raw asyncio streams)
-live in this file, so the figures depend on nothing but piagent and the stores.
+A keep-alive HTTP/1.1 load generator (raw asyncio streams) lives in this file; the upstream is the fake model
+server (bench/fake_model.py, as Ollama, each reply whole in one write), so the figures depend on nothing but
+piagent and the stores.
 
 One run starts the fake, a redis-server (loopback, free port, no persistence), and three piagent
 processes (`python -m piagent`), one per `PIAGENT_MEMORY_URL`, pinned to CPU 1 when there are two or
@@ -42,56 +43,6 @@ import msgspec
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKENS = 16
-
-
-# -- a minimal fake Ollama: streamed /api/chat (what piagent always asks for), /api/version
-
-
-def _reply_body() -> bytes:
-    lines = [
-        msgspec.json.encode({"model": "bench", "message": {"role": "assistant", "content": f" w{i}"}, "done": False})
-        for i in range(TOKENS)
-    ]
-    lines.append(
-        msgspec.json.encode(
-            {
-                "model": "bench",
-                "message": {"role": "assistant", "content": ""},
-                "done": True,
-                "done_reason": "stop",
-                "prompt_eval_count": 20,
-                "eval_count": TOKENS,
-            }
-        )
-    )
-    payload = b"\n".join(lines) + b"\n"
-    return b"%x\r\n%b\r\n0\r\n\r\n" % (len(payload), payload)
-
-
-async def _fake_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    chat = (
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n" + _reply_body()
-    )
-    version = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 20\r\n\r\n{"version":"0.12.0"}'
-    try:
-        while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            if length:
-                await reader.readexactly(length)
-            writer.write(chat if head.startswith(b"POST /api/chat") else version)
-    except (asyncio.IncompleteReadError, ConnectionError):
-        writer.close()
-
-
-async def _serve_fake(port: int) -> None:
-    server = await asyncio.start_server(_fake_connection, "127.0.0.1", port)
-    async with server:
-        await server.serve_forever()
 
 
 # -- the load: keep-alive clients, each running conversations of `exchanges` requests
@@ -293,8 +244,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     extra: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="piagent-bench-stores-") as folder, ExitStack() as stack:
         fake_port = _free_port()
-        fake = [sys.executable, __file__, "--fake-ollama", str(fake_port)]
-        stack.enter_context(_process(fake, None, 0, fake_port, b"/api/version", "the fake Ollama", folder))
+        # The fake model server as Ollama: every reply " w0 w1 ... w15", whole in one write.
+        fake = [sys.executable, str(ROOT / "bench" / "fake_model.py"), "--port", str(fake_port)]
+        fake += ["--force-tokens", str(TOKENS), "--content-length", *(f"--word= w{i}" for i in range(TOKENS))]
+        stack.enter_context(_process(fake, None, 0, fake_port, b"/api/version", "the fake model server", folder))
         urls = {"memory": "memory://", "sqlite": f"sqlite:///{folder}/piagent.db"}
         redis_pid = 0
         if "redis" in backends:
@@ -369,7 +322,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "store_calls_cpu_us": statistics.median(c["cpu_us"] for c in calls[backend]),
         }
     return {
-        "settings": {k: v for k, v in vars(args).items() if k != "fake_ollama"},
+        "settings": vars(args),
         "stored_conversations": (args.warmup + args.requests) * args.rounds // args.exchanges,
         "results": results,
         "extra": extra,
@@ -415,11 +368,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", type=int, default=8, help="concurrent keep-alive clients")
     parser.add_argument("--exchanges", type=int, default=10, help="requests per conversation before a new one")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--fake-ollama", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.fake_ollama is not None:
-        asyncio.run(_serve_fake(args.fake_ollama))
-        return
     report = run(args)
     print(msgspec.json.format(msgspec.json.encode(report)).decode() if args.json else _table(report))
 

@@ -126,10 +126,10 @@ class Connection(asyncio.Protocol):
     def process(self) -> None:
         """Parse and answer the complete requests in the buffer, in order, until one needs a task."""
         fake = self.fake
-        while not self.busy and self.transport is not None and not self.transport.is_closing():
+        while self.buf and not self.busy and self.transport is not None and not self.transport.is_closing():
             try:
                 if self.head is None:
-                    self.head = parse_head(self.buf)
+                    self.head = parse_head(self.buf, fake.recording)
                     if self.head is None:
                         return
                 head = self.head

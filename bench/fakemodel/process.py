@@ -5,7 +5,9 @@ on a uvloop loop when uvloop is installed. Tokens per reply: the fake-wide overr
 ``POST /_bench/config``), else the request's ``options.num_predict`` when positive, else ``--tokens``; the text is
 :func:`~.scripts.reply_text`, so a client can check a relayed reply byte for byte. Benchmark-only endpoints:
 ``POST /_bench/config`` with ``{"tokens": int | null, "delay_ms": float, "batch_writes": bool}``, ``GET /_bench/stats``
-(the :class:`~.server.Stats` counters) and ``POST /_bench/reset``.
+(the :class:`~.server.Stats` counters) and ``POST /_bench/reset``. ``--word`` (repeatable) cycles other tokens;
+``--content-length`` sends each reply whole in one write without chunks (bench/protocols.py: the relay's cost
+alone).
 """
 
 from __future__ import annotations
@@ -32,9 +34,12 @@ class _BenchConfig(msgspec.Struct, forbid_unknown_fields=True):
 class BenchModel(FakeModel):
     """A :class:`FakeModel` answering every chat from the vocabulary; records nothing but counters."""
 
-    def __init__(self, tokens: int = 256, force_tokens: int | None = None, delay_ms: float = 0.0) -> None:
-        """Replies of ``tokens`` tokens (or ``force_tokens``), ``delay_ms`` before each."""
+    def __init__(
+        self, tokens: int = 256, force_tokens: int | None = None, delay_ms: float = 0.0, words: tuple[str, ...] = ()
+    ) -> None:
+        """Replies of ``tokens`` tokens (or ``force_tokens``), ``delay_ms`` before each, from ``words`` if given."""
         super().__init__(record=False)
+        self.words = words
         self.default_tokens = tokens
         self.force_tokens = force_tokens
         self.delay = delay_ms / 1000.0
@@ -55,7 +60,8 @@ class BenchModel(FakeModel):
             if len(self._scripts) > 64:
                 self._scripts.clear()
             # The delay comes before each token, none before the final line (a model's pace between tokens).
-            script = Script(tokens=vocabulary(count), first_delay=self.delay, delay=self.delay, final_delay=0.0)
+            tokens = [self.words[i % len(self.words)] for i in range(count)] if self.words else vocabulary(count)
+            script = Script(tokens=tokens, first_delay=self.delay, delay=self.delay, final_delay=0.0)
             self._scripts[key] = script
         return script
 
@@ -97,9 +103,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--force-tokens", type=int, default=None, help="tokens per reply, whatever the request says")
     parser.add_argument("--token-delay-ms", type=float, default=0.0, help="delay before each token")
     parser.add_argument("--batch-writes", action="store_true", help="write a whole reply at once (not as Ollama does)")
+    parser.add_argument(
+        "--content-length", action="store_true", help="write a whole reply at once with a Content-Length, no chunks"
+    )
+    parser.add_argument("--word", action="append", default=[], help="a token to cycle instead of the vocabulary")
     args = parser.parse_args(argv)
-    fake = BenchModel(args.tokens, args.force_tokens, args.token_delay_ms)
-    fake.batch_writes = args.batch_writes
+    fake = BenchModel(args.tokens, args.force_tokens, args.token_delay_ms, tuple(args.word))
+    fake.batch_writes, fake.unchunked = args.batch_writes, args.content_length
 
     def ready(port: int) -> None:
         print(f"fake model server listening on http://{args.host}:{port}", flush=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gzip
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
@@ -140,6 +139,8 @@ def _whole(conn: Connection, script: Script, keep: bool, body: bytes) -> bytes:
     if script.raw_body is not None:
         body = b"".join(script.raw_body)
     if script.gzip:
+        import gzip  # only a test asks for it
+
         body = gzip.compress(body)
     return conn.fake.wire.head(200, "application/json", keep, len(body), script) + body
 
@@ -147,19 +148,28 @@ def _whole(conn: Connection, script: Script, keep: bool, body: bytes) -> bytes:
 def _write_at_once(
     conn: Connection, script: Script, keep: bool, openai: bool, whole: bytes, reply: Reply | None
 ) -> None:
-    """A reply nothing delays: one write per line (or per reply with ``batch_writes``), no task."""
+    """A reply nothing delays: one write per line (or per reply with ``batch_writes`` or ``unchunked``), no task."""
     conn.fake.stats.tokens_sent += len(script.tokens)
     if reply is None:
         conn.write(_whole(conn, script, keep, whole))
         return
+    if conn.fake.unchunked and not script.gzip:
+        body = b"".join([reply.lead, *reply.items, reply.tail, script.after_done])
+        content_type = "text/event-stream" if openai else "application/x-ndjson"
+        conn.write(conn.fake.wire.head(200, content_type, keep, len(body), script) + body)
+        return
     frame = _Framer(script.gzip)
     parts: list[bytes] = []
-    write = parts.append if conn.fake.batch_writes else conn.write
+    write = parts.append if conn.fake.batch_writes or conn.transport is None else conn.transport.write
     first = _stream_head(conn, script, keep, openai) + (frame(reply.lead) if reply.lead else b"")
     items = reply.items
     write(first + frame(items[0]) if items else first)
-    for item in items[1:]:
-        write(frame(item))
+    if script.gzip:
+        for item in items[1:]:
+            write(frame(item))
+    else:  # the benchmark's per-token path: one format and one write per line
+        for item in items[1:]:
+            write(b"%x\r\n%s\r\n" % (len(item), item))
     after = frame(script.after_done) if script.after_done else b""
     write((frame(reply.tail) if reply.tail else b"") + after + frame.end())
     if parts:

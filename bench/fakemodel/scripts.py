@@ -115,13 +115,13 @@ def json_script(value: object, pieces: int = 4, **knobs: Any) -> Script:
     return Script(tokens=[text[i : i + size] for i in range(0, len(text), size)], **knobs)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(slots=True)
 class Recorded:
     """One HTTP request as received by the fake."""
 
     method: str
     path: str  # without the query string
-    headers: dict[str, str]  # lower-cased names; repeated headers joined with ", "
+    headers: dict[str, str]  # lower-cased names; repeated headers joined with ", " (not recording: framing only)
     json: Any | None  # the parsed JSON body, or None when empty or not JSON
     received_at: float  # time.monotonic() when the request was completely read
     connection: int = 0  # serial number (1, 2, ...) of the TCP connection it arrived on

@@ -67,6 +67,7 @@ class FakeModel:
         self.capabilities: list[str] = ["completion", "tools"]  # what /api/show says
         self.api_key: str | None = None  # set: requests without "Authorization: Bearer <it>" get 401
         self.batch_writes = False  # a reply nothing delays goes out in one write instead of one per line
+        self.unchunked = False  # ... and with a Content-Length instead of chunks: cheapest to read, not Ollama's way
         self.recording = record
         self.requests: list[Recorded] = []
         self.closed_at: list[float] = []  # monotonic times at which a client closed or reset its connection

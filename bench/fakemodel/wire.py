@@ -6,7 +6,7 @@ import dataclasses
 import email.utils
 import http
 import time
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import msgspec
 
@@ -54,6 +54,8 @@ class Wire:
     def __init__(self) -> None:
         self.encode = msgspec.json.Encoder().encode
         self._tokens: dict[str, bytes] = {}
+        self._status_lines: dict[int, bytes] = {}
+        self._dones: dict[tuple[str, int, int], bytes] = {}
         self._date_second = -1
         self._date = b""
 
@@ -66,6 +68,12 @@ class Wire:
             encoded = self._tokens[text] = self.encode(text)
         return encoded
 
+    def tokens(self, texts: list[str]) -> list[bytes]:
+        """Each of ``texts`` as a JSON string (the per-token hot path: one dict lookup each when cached)."""
+        get = self._tokens.get
+        encoded = [get(text) for text in texts]
+        return [self.token(text) for text in texts] if None in encoded else cast("list[bytes]", encoded)
+
     def date(self) -> bytes:
         """The HTTP ``Date`` value."""
         now = int(time.time())
@@ -77,18 +85,20 @@ class Wire:
         self, status: int, content_type: str, keep_alive: bool, length: int | None, script: Script | None = None
     ) -> bytes:
         """A response head; chunked when ``length`` is None; the script's extra headers and gzip marker added."""
-        try:
-            reason = http.HTTPStatus(status).phrase
-        except ValueError:
-            reason = "Unknown"
+        status_line = self._status_lines.get(status)
+        if status_line is None:
+            try:
+                reason = http.HTTPStatus(status).phrase
+            except ValueError:
+                reason = "Unknown"
+            status_line = self._status_lines[status] = f"HTTP/1.1 {status} {reason}".encode()
         framing = b"Transfer-Encoding: chunked" if length is None else b"Content-Length: %d" % length
         extra = b"" if keep_alive else b"\r\nConnection: close"
-        if script is not None:
+        if script is not None and (script.headers or script.gzip):
             extra += b"".join(f"\r\n{k}: {v}".encode("latin-1") for k, v in script.headers.items())
             extra += b"\r\nContent-Encoding: gzip" if script.gzip else b""
-        return b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nDate: %s\r\n%s%s\r\n\r\n" % (
-            status,
-            reason.encode(),
+        return b"%s\r\nContent-Type: %s\r\nDate: %s\r\n%s%s\r\n\r\n" % (
+            status_line,
             content_type.encode(),
             self.date(),
             framing,
@@ -106,14 +116,16 @@ class Wire:
     # ------------------------------------------------------------------ Ollama
 
     def _done(self, script: Script) -> bytes:
-        return (
-            b'"done":true,"done_reason":%s,"total_duration":123456,"load_duration":1000,"prompt_eval_count":%d,'
-            % (
-                self.token(script.done_reason),
-                script.prompt_eval_count,
+        key = (script.done_reason, script.prompt_eval_count, script.completion_tokens())
+        done = self._dones.get(key)
+        if done is None:
+            if len(self._dones) >= _TOKEN_CACHE:
+                self._dones.clear()
+            done = self._dones[key] = (
+                b'"done":true,"done_reason":%s,"total_duration":123456,"load_duration":1000,"prompt_eval_count":%d,'
+                b'"prompt_eval_duration":1000,"eval_count":%d,"eval_duration":5000' % (self.encode(key[0]), *key[1:])
             )
-            + b'"prompt_eval_duration":1000,"eval_count":%d,"eval_duration":5000' % script.completion_tokens()
-        )
+        return done
 
     def ollama_stream(self, script: Script, model: str, generate: bool) -> Reply:
         """An ``/api/chat`` (or ``/api/generate``) NDJSON reply."""
@@ -124,7 +136,7 @@ class Wire:
         if script.raw_body is not None:
             items = [part for part in script.raw_body if part]  # b"" would end the body
         else:
-            items = [b'%s%s%s"done":false}\n' % (prefix, self.token(t), close) for t in script.tokens]
+            items = [b'%s%s%s"done":false}\n' % (prefix, token, close) for token in self.tokens(script.tokens)]
         if script.tool_calls and script.raw_body is None and not generate:
             calls = self.encode(_ollama_calls(script.tool_calls))
             items.append(b'%s"","tool_calls":%s},"done":false}\n' % (prefix, calls))
@@ -170,7 +182,7 @@ class Wire:
         if script.raw_body is not None:
             error = event(self.encode(openai_error(script.error, 500)))
             return Reply(lead, [part for part in script.raw_body if part], b"", error)
-        items = [event(choice % (b'{"content":%s}' % self.token(t), b"null")) for t in script.tokens]
+        items = [event(choice % (b'{"content":%s}' % token, b"null")) for token in self.tokens(script.tokens)]
         for index, call in enumerate(script.tool_calls):
             first = {"index": index, "id": _call_id(call, index), "type": "function"}
             first["function"] = {"name": call.name, "arguments": ""}
