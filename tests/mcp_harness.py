@@ -9,9 +9,18 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
+import uvloop
+
 from piagent.mcp import McpLimits, ServerConfig
 
 T = TypeVar("T")
+# piagent serves on uvloop where it is installed, whose subprocess transport is its own: the MCP tests run
+# on both loops.
+BOTH_LOOPS = pytest.mark.parametrize(
+    "anyio_backend",
+    [pytest.param("asyncio", id="asyncio"), pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop")],
+)
 TESTS = Path(__file__).resolve().parent
 SERVER_COMMAND = [sys.executable, str(TESTS / "mcp_server.py")]
 # Generous for starting (a Python MCP server imports pydantic: seconds on a busy 2-core machine), short
@@ -32,8 +41,8 @@ def fake_config(mode: str, name: str = "bad") -> ServerConfig:
 class LoopThread:
     """An asyncio loop running in its own thread; `run` hands it a coroutine and waits for the result."""
 
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+    def __init__(self, use_uvloop: bool = False) -> None:
+        self.loop = uvloop.new_event_loop() if use_uvloop else asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
 

@@ -17,10 +17,10 @@ from starlette.routing import Route
 
 from piagent.mcp import McpLimits, McpServer, McpServers, ServerConfig
 from piagent.tools.base import ToolResult
-from tests.mcp_harness import fake_config
+from tests.mcp_harness import BOTH_LOOPS, fake_config
 from tests.servers import serve_in_thread
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, BOTH_LOOPS]
 ENVIRON = {"PATH": os.environ["PATH"]}
 LIMITS = McpLimits(timeout=5, start_timeout=10, max_message_bytes=4096, restart_min=30, restart_max=30)
 

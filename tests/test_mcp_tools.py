@@ -22,9 +22,10 @@ from tests.servers import serve_in_thread
 OPENAI_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 
-@pytest.fixture(scope="module")
-def loop() -> Iterator[LoopThread]:
-    thread = LoopThread()
+@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
+def loop(request: pytest.FixtureRequest) -> Iterator[LoopThread]:
+    """piagent serves on uvloop where it is installed, whose subprocess transport is its own: both loops."""
+    thread = LoopThread(use_uvloop=request.param == "uvloop")
     yield thread
     thread.close()
 

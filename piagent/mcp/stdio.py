@@ -10,7 +10,7 @@ import os
 import signal
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from piagent.mcp.messages import (
     Incoming,
@@ -110,9 +110,8 @@ class StdioChannel(asyncio.SubprocessProtocol):
             self._broken = f"could not start {self._command[0]!r}: {exc.strerror or exc}"
             raise McpUnavailable(self._broken) from exc
         self._transport = transport
-        stdin = transport.get_pipe_transport(0)
-        assert isinstance(stdin, asyncio.WriteTransport)
-        self._stdin = stdin
+        # uvloop's pipe transports are its own classes, alike in what is used here (write, close, buffer size).
+        self._stdin = cast(asyncio.WriteTransport, transport.get_pipe_transport(0))
 
     async def request(self, method: str, params: dict[str, Any] | None, seconds: float) -> bytes:
         """Send a request and wait at most `seconds` for its response's result."""
