@@ -119,3 +119,38 @@ def test_ps_lists_every_agent_as_running(sdk: ollama.Client) -> None:
     assert all(m.expires_at is not None and m.expires_at.year > 2100 for m in running)
     assert running[1].details is not None
     assert running[1].details.parent_model == "pirate-model"
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        pytest.param("application/x-www-form-urlencoded", id="curl-d"),
+        pytest.param("application/octet-stream", id="litellm"),
+        pytest.param("text/plain", id="text"),
+    ],
+)
+def test_the_ollama_door_reads_json_whatever_the_content_type(
+    client: httpx.Client, fake_ollama: FakeModel, content_type: str
+) -> None:
+    headers = {"Content-Type": content_type}
+    chat = {"model": "general", "stream": False, "messages": [{"role": "user", "content": "hi"}]}
+    answers = [
+        client.post("/api/chat", content=msgspec.json.encode(chat), headers=headers),
+        client.post("/api/generate", content=b'{"model": "general", "prompt": "hi", "stream": false}', headers=headers),
+        client.post("/api/show", content=b'{"model": "general"}', headers=headers),
+    ]
+    assert [answer.status_code for answer in answers] == [200, 200, 200]
+    assert answers[0].json()["message"]["content"] == "Hello, world!"
+    # The other doors keep asking for JSON.
+    assert client.post("/v1/chat/completions", content=b"{}", headers=headers).status_code == 415
+
+
+def test_another_sites_page_cannot_drive_the_ollama_door(client: httpx.Client, fake_ollama: FakeModel) -> None:
+    """What makes reading any Content-Type safe: a form or text/plain POST from a foreign page (no CORS
+    preflight) is refused by the browser guard before the body is read."""
+    body = b'{"model": "general", "prompt": "hi", "stream": false}'
+    headers = {"Content-Type": "text/plain", "Origin": "http://evil.example"}
+    response = client.post("/api/generate", content=body, headers=headers)
+    assert response.status_code == 403
+    assert "error" in response.json()
+    assert fake_ollama.chat_requests == []

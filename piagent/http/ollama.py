@@ -25,7 +25,7 @@ from piagent.http.ollama_schemas import (
     OllamaReplyMessage,
     OllamaReplyToolCall,
 )
-from piagent.http.openapi import BODY_ERRORS, JSON, NDJSON, UPSTREAM_ERRORS, Body, Endpoint
+from piagent.http.openapi import JSON, NDJSON, OLLAMA_BODY_ERRORS, UPSTREAM_ERRORS, Body, Endpoint
 from piagent.http.requests import decode_body, get_runtime, owner_of, read_json_body
 from piagent.http.responses import ENCODER, JSONResponse
 from piagent.http.streaming import ReplyStream, StreamFormat, reply, token_template
@@ -187,7 +187,7 @@ async def chat(request: Request) -> Response | ReplyStream:
     started = time.perf_counter_ns()
     runtime = get_runtime(request)
     settings = runtime.settings
-    body = await read_json_body(request, settings.max_body_bytes)
+    body = await read_json_body(request, settings.max_body_bytes, any_type=True)
     ollama_request, messages = decode_request(body, settings.max_message_chars)
     options = to_options(ollama_request, settings.max_tokens)
     tools = to_tools(ollama_request, settings)
@@ -225,6 +225,6 @@ API: tuple[Endpoint, ...] = (
             Body(NDJSON, OllamaChatResponse, "stream true (the default): one line per piece, done on the last"),
             Body(JSON, OllamaChatResponse, "stream false"),
         ),
-        errors=(*BODY_ERRORS, 404, *UPSTREAM_ERRORS),
+        errors=(*OLLAMA_BODY_ERRORS, 404, *UPSTREAM_ERRORS),
     ),
 )

@@ -17,7 +17,7 @@ from starlette.routing import Route
 from piagent.exceptions import PiagentError, ValidationFailed
 from piagent.http.ollama import agent_name, done_fields, line_safe, timestamp, to_options, to_output
 from piagent.http.ollama_schemas import OllamaError, OllamaGenerateRequest, OllamaGenerateResponse
-from piagent.http.openapi import BODY_ERRORS, JSON, NDJSON, UPSTREAM_ERRORS, Body, Endpoint
+from piagent.http.openapi import JSON, NDJSON, OLLAMA_BODY_ERRORS, UPSTREAM_ERRORS, Body, Endpoint
 from piagent.http.requests import decode_body, get_runtime, owner_of, read_json_body
 from piagent.http.responses import ENCODER, JSONResponse
 from piagent.http.streaming import ReplyStream, StreamFormat, reply, token_template
@@ -68,7 +68,7 @@ async def generate(request: Request) -> Response | ReplyStream:
     started = time.perf_counter_ns()
     runtime = get_runtime(request)
     settings = runtime.settings
-    body = await read_json_body(request, settings.max_body_bytes)
+    body = await read_json_body(request, settings.max_body_bytes, any_type=True)
     asked, messages = decode_request(body, settings.max_message_chars)
     options = to_options(asked, settings.max_tokens)
     output = to_output(asked, settings.max_schema_depth)
@@ -105,6 +105,6 @@ API: tuple[Endpoint, ...] = (
             Body(NDJSON, OllamaGenerateResponse, "stream true (the default): one line per piece, done on the last"),
             Body(JSON, OllamaGenerateResponse, "stream false"),
         ),
-        errors=(*BODY_ERRORS, 404, *UPSTREAM_ERRORS),
+        errors=(*OLLAMA_BODY_ERRORS, 404, *UPSTREAM_ERRORS),
     ),
 )

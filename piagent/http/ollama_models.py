@@ -25,7 +25,7 @@ from piagent.http.ollama_schemas import (
     OllamaTags,
     OllamaVersion,
 )
-from piagent.http.openapi import BODY_ERRORS, JSON, Body, Endpoint
+from piagent.http.openapi import JSON, OLLAMA_BODY_ERRORS, Body, Endpoint
 from piagent.http.requests import decode_body, get_runtime, read_json_body
 from piagent.http.responses import JSONResponse
 from piagent.version import __version__
@@ -71,7 +71,7 @@ async def tags(request: Request) -> Response:
 async def show(request: Request) -> Response:
     """`POST /api/show`: one agent as a model; 404 for an unknown one, as Ollama answers."""
     runtime = get_runtime(request)
-    asked = decode_body(_SHOW, await read_json_body(request, runtime.settings.max_body_bytes))
+    asked = decode_body(_SHOW, await read_json_body(request, runtime.settings.max_body_bytes, any_type=True))
     agent = runtime.agents.resolve(agent_name(asked.model or asked.name))
     parameters = _parameters(agent)
     about = " ".join(agent.description.split())
@@ -116,7 +116,7 @@ API: tuple[Endpoint, ...] = (
         "Ollama-compatible model details: an agent's upstream model, options and capabilities (never its prompt)",
         request=OllamaShowRequest,
         ok=(Body(JSON, OllamaShow),),
-        errors=(*BODY_ERRORS, 404),
+        errors=(*OLLAMA_BODY_ERRORS, 404),
     ),
     Endpoint("GET", "/api/ps", "Ollama-compatible running models: every agent", ok=(Body(JSON, OllamaProcesses),)),
     Endpoint("GET", "/api/version", "Ollama-compatible version: piagent's", ok=(Body(JSON, OllamaVersion),)),

@@ -17,6 +17,8 @@ SSE = "text/event-stream"
 NDJSON = "application/x-ndjson"
 # The error statuses most endpoints share: a bad body, and the upstream failing.
 BODY_ERRORS = (400, 413, 415, 422)
+# The Ollama door reads any Content-Type as JSON, as Ollama does: no 415.
+OLLAMA_BODY_ERRORS = (400, 413, 422)
 UPSTREAM_ERRORS = (502, 503, 504)
 _REF = "#/components/schemas/{name}"
 

@@ -71,9 +71,14 @@ def get_runtime(request: Request) -> Runtime:
     return runtime
 
 
-async def read_json_body(request: Request, limit: int) -> bytes:
-    """The body, if declared as JSON (or not declared) and no longer than `limit` bytes."""
-    content_type = request.headers.get("content-type")
+async def read_json_body(request: Request, limit: int, any_type: bool = False) -> bytes:
+    """The body, if declared as JSON (or not declared, or `any_type`) and no longer than `limit` bytes.
+
+    `any_type` reads it as JSON whatever its Content-Type, as Ollama does (curl's `-d` sends a form type,
+    litellm's async client `application/octet-stream`). That is safe only because the browser guard,
+    outermost, refuses other sites' pages: a form or `text/plain` POST needs no CORS preflight.
+    """
+    content_type = None if any_type else request.headers.get("content-type")
     if content_type is not None:
         media_type = content_type.partition(";")[0].strip().lower()
         if media_type != "application/json" and not media_type.endswith("+json"):
