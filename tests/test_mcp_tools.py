@@ -15,6 +15,7 @@ from msgspec.structs import astuple
 
 from piagent.mcp import McpServer, ServerConfig
 from piagent.tools.base import ToolLimits, ToolResult, run_tool
+from piagent.transport import HTTPToolsTransport
 from tests.mcp_harness import LIMITS, LoopThread, stdio_config
 from tests.mcp_server import build
 from tests.servers import serve_in_thread
@@ -30,9 +31,16 @@ def loop(request: pytest.FixtureRequest) -> Iterator[LoopThread]:
     thread.close()
 
 
-@pytest.fixture(scope="module", params=["stdio", "http-sse", "http-json"])
+async def new_client(piagents_transport: bool) -> httpx.AsyncClient:
+    return httpx.AsyncClient(trust_env=False, transport=HTTPToolsTransport() if piagents_transport else None)
+
+
+@pytest.fixture(scope="module", params=["stdio", "http-sse", "http-json", "http-sse-piagent-transport"])
 def server(request: pytest.FixtureRequest, loop: LoopThread) -> Iterator[McpServer]:
-    """One test server per transport, shared by the module's tests (starting one costs seconds)."""
+    """One test server per transport, shared by the module's tests (starting one costs seconds).
+
+    The last runs over piagent's own HTTP transport, which the app's shared client uses for plain http.
+    """
     with ExitStack() as stack:
         if request.param == "stdio":
             config = stdio_config()
@@ -40,7 +48,7 @@ def server(request: pytest.FixtureRequest, loop: LoopThread) -> Iterator[McpServ
             app = build().streamable_http_app(json_response=request.param == "http-json")
             url = stack.enter_context(serve_in_thread(app))
             config = ServerConfig(name="t", url=f"{url}/mcp")
-        client = httpx.AsyncClient(trust_env=False)
+        client = loop.run(new_client(request.param.endswith("piagent-transport")))
         mcp = McpServer(config, LIMITS, client, {"PATH": os.environ["PATH"]})
         yield mcp
         loop.run(mcp.aclose())
