@@ -326,6 +326,13 @@ KEYS: tuple[_Key, ...] = (
         "is an upstream error.",
     ),
     _Key(
+        "PIAGENT_MAX_REPLY_BYTES",
+        "max_reply_bytes",
+        _integer(1024, 64 * 1024 * 1024),
+        "Longest reply text (UTF-8 bytes) taken from the model server; past it the upstream request is closed "
+        'and the reply ends as a length stop (`done_reason: "length"`), the part kept stored.',
+    ),
+    _Key(
         "PIAGENT_MAX_ERROR_BYTES",
         "max_error_bytes",
         _integer(1024, 16 * 1024 * 1024),
@@ -598,6 +605,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: int = 65536
     max_message_chars: int = 16000
     max_line_bytes: int = 1048576
+    max_reply_bytes: int = 262144
     max_error_bytes: int = 65536
     max_tokens: int = 1024
     max_tools: int = 64

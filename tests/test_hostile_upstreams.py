@@ -1,8 +1,9 @@
 """A model server is not trusted to behave: huge or compressed bodies and replies that never end cost piagent
 a bounded amount of memory and time, on both HTTP transports and both upstream protocols.
 
-Each case runs against `python -m piagent` as its own process, whose peak RSS (VmHWM in /proc) is compared
-with the peak it had reached when idle after one ordinary reply through every door.
+Each case runs against `python -m piagent` as its own process (one per transport and protocol, warmed up by an
+ordinary reply through every door): its peak RSS is reset before the case (`/proc/PID/clear_refs`), and the
+peak the case reaches (VmHWM) is compared with the resident set it started from (VmRSS).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,16 @@ from piagent.providers.ollama import OllamaProvider
 from piagent.providers.openai import OpenAIProvider
 from piagent.providers.pool import UpstreamPool
 from piagent.transport import HTTPToolsTransport
-from tests.hostile import HostileUpstream, compressed, error_body, gzip_bomb, polite
+from tests.hostile import (
+    Behaviour,
+    HostileUpstream,
+    compressed,
+    done_then_open,
+    error_body,
+    gzip_bomb,
+    long_reply,
+    polite,
+)
 from tests.servers import free_port, start_piagent, wait_until_serving
 
 MiB = 1024 * 1024
@@ -39,26 +50,31 @@ DOORS = [
 ]
 
 
-def peak_rss(pid: int) -> int:
-    """The process's peak resident set so far, in bytes (VmHWM)."""
+def memory(pid: int, field: str) -> int:
+    """One memory figure of a process from /proc, in bytes: VmRSS (resident now) or VmHWM (its peak)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM in /proc")
+    raise AssertionError(f"no {field} in /proc")
 
 
 @dataclass
 class Piagent:
-    """piagent as a process in front of a hostile upstream, with its idle peak RSS."""
+    """piagent as a process in front of a hostile upstream, with the resident set the current case began at."""
 
     url: str
     process: subprocess.Popen[str]
     upstream: HostileUpstream
-    idle_peak: int
+    idle: int = 0
+
+    def start_case(self) -> None:
+        """Reset the process's peak RSS to its resident set now (Linux: 5 to clear_refs), the case's idle."""
+        Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
+        self.idle = memory(self.process.pid, "VmRSS")
 
     def growth(self) -> int:
-        """How far the peak RSS has risen above the idle peak, in bytes."""
-        return peak_rss(self.process.pid) - self.idle_peak
+        """How far the peak RSS has risen, since `start_case`, above the resident set it started from."""
+        return memory(self.process.pid, "VmHWM") - self.idle
 
     def post(self, path: str, body: dict[str, object], stream: bool) -> httpx.Response:
         return httpx.post(f"{self.url}{path}", json={**body, "stream": stream}, timeout=30)
@@ -94,11 +110,10 @@ def piagent(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         try:
             url = f"http://127.0.0.1:{port}"
             wait_until_serving(url, process)
-            piagent = Piagent(url, process, upstream, 0)
+            piagent = Piagent(url, process, upstream)
             for path, body in [param.values for param in DOORS]:
                 for stream in (False, True):
                     assert piagent.post(path, body, stream).status_code == 200
-            piagent.idle_peak = peak_rss(process.pid)
             yield piagent
         finally:
             process.send_signal(signal.SIGTERM)
@@ -107,7 +122,8 @@ def piagent(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 
 @pytest.fixture
 def upstream(piagent: Piagent) -> Iterator[HostileUpstream]:
-    """The hostile upstream, polite again after each test."""
+    """The hostile upstream, polite again after each test; the case's memory is measured from its start."""
+    piagent.start_case()
     yield piagent.upstream
     piagent.upstream.behaviour = polite
 
@@ -155,3 +171,65 @@ async def test_a_small_json_answer_is_read_only_up_to_the_line_limit(fast: bool)
             assert (await openai.check(openai.upstreams[0])).status == "error"
             upstream.other = b'{"models": []}'
             assert await ollama.list_models() == []
+
+
+def reply_of(path: str, response: httpx.Response) -> tuple[str, str | None]:
+    """The reply text and the stop reason of one door's whole (JSON) answer."""
+    body = response.json()
+    if path == "/v1/chat/completions":
+        return body["choices"][0]["message"]["content"], body["choices"][0]["finish_reason"]
+    if path == "/api/chat":
+        return body["message"]["content"], body["done_reason"]
+    return body["reply"], body["done_reason"]
+
+
+def stream_of(piagent: Piagent, path: str, body: dict[str, object]) -> httpx.Response:
+    """One door's streamed answer (the native door as NDJSON events, so that it carries its stop reason)."""
+    headers = {"Accept": "application/x-ndjson"} if path == "/chat" else {}
+    return httpx.post(f"{piagent.url}{path}", json={**body, "stream": True}, headers=headers, timeout=30)
+
+
+@pytest.mark.parametrize(("path", "body"), DOORS)
+def test_a_reply_past_the_byte_cap_ends_as_a_length_stop_and_the_kept_part_is_stored(
+    piagent: Piagent, upstream: HostileUpstream, path: str, body: dict[str, object]
+) -> None:
+    upstream.behaviour = long_reply(600, 500_000)  # 300 MB of reply text
+    whole = piagent.post(path, body, stream=False)
+    assert upstream.written < 32 * MiB  # piagent closed the upstream request
+    streamed = stream_of(piagent, path, body)
+    assert upstream.written < 32 * MiB
+    assert piagent.growth() < RSS_BUDGET
+    assert whole.status_code == streamed.status_code == 200
+    text, reason = reply_of(path, whole)
+    assert (len(text), reason) == (REPLY_CAP, "length")
+    assert ('"finish_reason":"length"' if path == "/v1/chat/completions" else '"done_reason":"length"') in streamed.text
+    if path == "/chat":
+        conversation = httpx.get(f"{piagent.url}/conversations/{whole.headers['x-conversation-id']}").json()
+        stored = conversation["turns"][-1]
+        assert (stored["role"], len(stored["text"]), stored["interrupted"]) == ("assistant", REPLY_CAP, False)
+
+
+@pytest.mark.parametrize(
+    "behaviour",
+    [
+        pytest.param(done_then_open(), id="done"),
+        pytest.param(done_then_open(done_marker=False), id="finish-and-usage"),
+        pytest.param(done_then_open(usage=False, done_marker=False), id="finish-alone"),
+    ],
+)
+@pytest.mark.parametrize(("path", "body"), DOORS)
+def test_a_reply_is_complete_at_its_last_line_even_if_the_body_stays_open(
+    piagent: Piagent, upstream: HostileUpstream, path: str, body: dict[str, object], behaviour: Behaviour
+) -> None:
+    upstream.behaviour = behaviour
+    for stream in (False, True):
+        started = time.monotonic()
+        response = stream_of(piagent, path, body) if stream else piagent.post(path, body, stream=False)
+        assert response.status_code == 200
+        assert time.monotonic() - started < 2  # not the 20 s read timeout
+        assert "Hello" in response.text
+        # piagent hung up on the open body, so no stale byte of it can reach a later request.
+        assert upstream.wait_for_close(after=started, timeout=2) is not None
+    # The generation slot (one, by default) is free again, and the next reply arrives whole.
+    upstream.behaviour = polite
+    assert piagent.post("/chat", {"message": "hi"}, stream=False).json()["reply"] == "Hello"

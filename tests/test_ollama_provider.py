@@ -163,3 +163,22 @@ async def test_check_reports_version_or_the_failure(client: httpx.AsyncClient) -
     assert (await provider.check(upstream)).error == "ollama: broken (HTTP 500)"
     route.mock(return_value=httpx.Response(200, text="<html>"))
     assert (await provider.check(upstream)).error == "ollama answered /api/version with something else"
+
+
+@respx.mock
+@pytest.mark.parametrize(
+    ("cap", "expected"),
+    [
+        pytest.param(6, ["héllo"], id="at-a-piece-end"),
+        pytest.param(7, ["héllo", "w"], id="inside-a-piece"),
+        pytest.param(8, ["héllo", "w"], id="a-character-cut-in-two-is-dropped"),
+        pytest.param(9, ["héllo", "wö"], id="after-a-multibyte-character"),
+    ],
+)
+async def test_a_reply_past_its_byte_cap_is_cut_there_as_a_length_stop(
+    client: httpx.AsyncClient, cap: int, expected: list[str]
+) -> None:
+    respx.post(f"{URL}/api/chat").mock(return_value=httpx.Response(200, content=ollama_lines(["héllo", "wörld"])))
+    provider = OllamaProvider(client, UpstreamPool.from_urls("ollama", [URL]), max_reply_bytes=cap)
+    # Cut before its done line, the reply's counts are unknown: the pieces relayed stand in for its tokens.
+    assert await run(provider) == [*expected, Completion("length", 0, len(expected))]

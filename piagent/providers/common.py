@@ -2,7 +2,8 @@
 checked; the small JSON calls (`check`, version, model lists) with their failures translated.
 
 Nothing an upstream sends is read unbounded: an error body up to `max_error_bytes`, a small JSON answer up to
-`max_line_bytes`, a reply line by line. Bodies must not be compressed: piagent asks for
+`max_line_bytes`, a reply line by line and its text up to `max_reply_bytes` (the providers cut it there), and
+past a reply's last line only what arrives within `END_WAIT`. Bodies must not be compressed: piagent asks for
 `identity`, and a compressed body that comes all the same is refused, since inflating it could turn a few
 kilobytes into gigabytes before any limit applied.
 """
@@ -13,6 +14,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing, asynccontextmanager
 from typing import Literal, TypeVar, cast
 
+import anyio
 import httpx
 import msgspec
 
@@ -23,6 +25,11 @@ from piagent.providers.pool import Upstream, UpstreamPool
 from piagent.schemas import UpstreamHealth
 
 T = TypeVar("T")
+
+# How long the end of a reply's body is waited for once its last line is in. A model server ends the body at
+# once (the chunked terminator follows the last line within microseconds), and a connection whose body ended
+# is reused; one that keeps its body open past this is closed instead, so its reply is not held up.
+END_WAIT = 0.1
 
 
 def request_headers(accept: str, api_key: str = "") -> httpx.Headers:
@@ -51,6 +58,12 @@ async def read_upto(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
     return b"".join(parts), False
 
 
+def trim(text: str, over: int) -> str:
+    """`text` without its last `over` bytes of UTF-8 (a character cut in two is dropped whole)."""
+    data = text.encode()
+    return data[: len(data) - over].decode("utf-8", "ignore")
+
+
 def refuse_compressed(response: httpx.Response, upstream: str) -> None:
     """Raise an `UpstreamError` for a body sent compressed, which piagent never asks for."""
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
@@ -67,7 +80,16 @@ class ProviderCore:
     Owns nothing it must close (the client is shared, a pool holds no connection); a provider keeps one.
     """
 
-    __slots__ = ("_check_headers", "_headers", "client", "max_error_bytes", "max_line_bytes", "pool", "timeouts")
+    __slots__ = (
+        "_check_headers",
+        "_headers",
+        "client",
+        "max_error_bytes",
+        "max_line_bytes",
+        "max_reply_bytes",
+        "pool",
+        "timeouts",
+    )
 
     def __init__(
         self,
@@ -78,12 +100,14 @@ class ProviderCore:
         max_line_bytes: int = 1 << 20,
         first_token_timeout: float | None = None,
         max_error_bytes: int = 64 * 1024,
+        max_reply_bytes: int = 256 * 1024,
     ) -> None:
         self.client = client
         self.pool = pool
         self.timeouts = ReplyTimeouts(client, first_token_timeout)
         self.max_line_bytes = max_line_bytes
         self.max_error_bytes = max_error_bytes
+        self.max_reply_bytes = max_reply_bytes
         self._headers = request_headers(accept, api_key)
         self._check_headers = request_headers("application/json", api_key)
 
@@ -103,6 +127,19 @@ class ProviderCore:
                     yield name, lines
             except httpx.TransportError as exc:
                 raise self.timeouts.body_error(exc, name) from exc
+
+    @staticmethod
+    async def finish(lines: AsyncIterator[bytes], each: Callable[[bytes], object] | None = None) -> None:
+        """After a reply's last line: read on for at most `END_WAIT` seconds, handing each line to `each` (an
+        OpenAI usage chunk comes after the finish), so that a body which ends there leaves its connection
+        fit for the next request. Whatever goes wrong now costs only the connection: the reply is whole."""
+        with anyio.move_on_after(END_WAIT):
+            try:
+                async for line in lines:
+                    if each is not None:
+                        each(line)
+            except (UpstreamError, httpx.TransportError, msgspec.DecodeError, UnicodeDecodeError):
+                pass
 
     async def get(self, upstream: Upstream, path: str, seconds: float) -> bytes:
         """A small GET on `upstream` that its server answers itself (no generation); failures translated like

@@ -91,6 +91,7 @@ def build_providers(
                     first_token,
                     max_error_bytes=settings.max_error_bytes,
                     tool_limits=tool_limits,
+                    max_reply_bytes=settings.max_reply_bytes,
                 )
             else:
                 provider = OllamaProvider(
@@ -102,6 +103,7 @@ def build_providers(
                     first_token,
                     max_error_bytes=settings.max_error_bytes,
                     tool_limits=tool_limits,
+                    max_reply_bytes=settings.max_reply_bytes,
                 )
             by_spec[spec] = provider
         providers[agent_name] = provider

@@ -10,7 +10,7 @@ import msgspec
 
 from piagent.exceptions import UpstreamError
 from piagent.providers.base import Completion, Message, OutputFormat, Timings, ToolCall, Tools
-from piagent.providers.common import ProviderCore
+from piagent.providers.common import ProviderCore, trim
 from piagent.providers.errors import redact
 from piagent.providers.pool import Upstream, UpstreamPool
 from piagent.providers.tooling import FunctionTool, ToolCallLimits, check_count, checked_call, function_tools
@@ -146,12 +146,20 @@ class OllamaProvider:
         first_token_timeout: float | None = None,
         max_error_bytes: int = 64 * 1024,
         tool_limits: ToolCallLimits | None = None,
+        max_reply_bytes: int = 256 * 1024,
     ) -> None:
         self.name = pool.kind
         self._tool_limits = ToolCallLimits() if tool_limits is None else tool_limits
         self.upstreams = pool.upstreams
         self._core = ProviderCore(
-            client, pool, "application/x-ndjson", api_key, max_line_bytes, first_token_timeout, max_error_bytes
+            client,
+            pool,
+            "application/x-ndjson",
+            api_key,
+            max_line_bytes,
+            first_token_timeout,
+            max_error_bytes,
+            max_reply_bytes,
         )
         self._keep_alive = _keep_alive(keep_alive)
         self._encoder = msgspec.json.Encoder()
@@ -180,39 +188,48 @@ class OllamaProvider:
         tools: Tools | None = None,
         output: OutputFormat | None = None,
     ) -> AsyncGenerator[str | ToolCall | Completion, None]:
-        """Yield the reply's text pieces as Ollama generates them and each tool call, then one `Completion`."""
+        """Yield the reply's text pieces as Ollama generates them and each tool call, then one `Completion`.
+
+        The reply ends at its `done` line, or as a `length` stop once its text passes `max_reply_bytes`: the
+        upstream request is then closed, and the pieces relayed stand in for the token count.
+        """
         body = self._body(model, messages, options, tools, output)
         decode = self._decoder.decode
         completion: Completion | None = None
         calls = 0
+        room = self._core.max_reply_bytes
+        relayed = 0
         async with self._core.reply("/api/chat", body) as (name, lines):
-            try:
-                async for line in lines:
-                    if completion is not None:
-                        continue  # nothing follows "done"; reading to the end keeps the connection poolable
-                    try:
-                        chunk = decode(line)
-                    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-                        raise UpstreamError(f"{name} sent a line that is not valid JSON: {exc}") from exc
-                    if chunk.error is not None:
-                        raise UpstreamError(f"{name}: {redact(chunk.error)}")
-                    message = chunk.message
-                    if message is not None:
-                        if message.content:
-                            yield message.content
-                        if message.tool_calls:
-                            calls += len(message.tool_calls)
-                            check_count(calls, self._tool_limits, name)
-                            for call in message.tool_calls:
-                                yield self._tool_call(call, name)
-                    if chunk.done:
-                        completion = Completion(
-                            chunk.done_reason, chunk.prompt_eval_count, chunk.eval_count, _timings(chunk)
-                        )
-            except httpx.TransportError:
-                if completion is None:
-                    raise
-                # The reply was whole; a failure while reading past its end only costs the connection.
+            async for line in lines:
+                try:
+                    chunk = decode(line)
+                except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+                    raise UpstreamError(f"{name} sent a line that is not valid JSON: {exc}") from exc
+                if chunk.error is not None:
+                    raise UpstreamError(f"{name}: {redact(chunk.error)}")
+                message = chunk.message
+                if message is not None:
+                    if text := message.content:
+                        room -= len(text) if text.isascii() else len(text.encode())
+                        if room < 0:
+                            if kept := trim(text, -room):
+                                relayed += 1
+                                yield kept
+                            completion = Completion("length", chunk.prompt_eval_count, relayed)
+                            break
+                        relayed += 1
+                        yield text
+                    if message.tool_calls:
+                        calls += len(message.tool_calls)
+                        check_count(calls, self._tool_limits, name)
+                        for call in message.tool_calls:
+                            yield self._tool_call(call, name)
+                if chunk.done:
+                    completion = Completion(
+                        chunk.done_reason, chunk.prompt_eval_count, chunk.eval_count, _timings(chunk)
+                    )
+                    await self._core.finish(lines)
+                    break
             if completion is None:
                 raise UpstreamError(f"{name} ended the stream before the reply was done")
         yield completion

@@ -10,7 +10,7 @@ import msgspec
 
 from piagent.exceptions import UpstreamError
 from piagent.providers.base import Completion, Message, OutputFormat, ToolCall, Tools
-from piagent.providers.common import ProviderCore
+from piagent.providers.common import ProviderCore, trim
 from piagent.providers.errors import redact
 from piagent.providers.lines import sse_data
 from piagent.providers.pool import Upstream, UpstreamPool
@@ -122,12 +122,20 @@ class OpenAIProvider:
         first_token_timeout: float | None = None,
         max_error_bytes: int = 64 * 1024,
         tool_limits: ToolCallLimits | None = None,
+        max_reply_bytes: int = 256 * 1024,
     ) -> None:
         self.name = pool.kind
         self._tool_limits = ToolCallLimits() if tool_limits is None else tool_limits
         self.upstreams = pool.upstreams
         self._core = ProviderCore(
-            client, pool, "text/event-stream", api_key, max_line_bytes, first_token_timeout, max_error_bytes
+            client,
+            pool,
+            "text/event-stream",
+            api_key,
+            max_line_bytes,
+            first_token_timeout,
+            max_error_bytes,
+            max_reply_bytes,
         )
         self._encoder = msgspec.json.Encoder()
         self._decoder = msgspec.json.Decoder(_Chunk)
@@ -165,57 +173,73 @@ class OpenAIProvider:
         tools: Tools | None = None,
         output: OutputFormat | None = None,
     ) -> AsyncGenerator[str | ToolCall | Completion, None]:
-        """Yield the reply's text pieces as the server streams them and each tool call, then one `Completion`."""
+        """Yield the reply's text pieces as the server streams them and each tool call, then one `Completion`.
+
+        The reply ends at `[DONE]` or at the choice that says why it stopped (its usage chunk is read if it
+        follows at once), or as a `length` stop once its text passes `max_reply_bytes`: the upstream request
+        is then closed, and the pieces relayed stand in for the token count.
+        """
         body = self._body(model, messages, options, tools, output)
         decode = self._decoder.decode
         finish: str | None = None
         usage: _Usage | None = None
-        done = False
+        room = self._core.max_reply_bytes
+        relayed = 0
+
+        def read_usage(line: bytes) -> None:
+            nonlocal usage
+            data = sse_data(line, name)
+            if data is not None and not data.startswith(b"[DONE]"):
+                usage = decode(data).usage or usage
+
         async with self._core.reply("/v1/chat/completions", body) as (name, lines):
             pieces = ToolCallPieces(self._tool_limits, name)
-            try:
-                async for line in lines:
-                    data = sse_data(line, name)
-                    # No payload (a comment, another field), or past [DONE], where nothing follows but
-                    # reading to the end keeps the connection poolable.
-                    if data is None or done:
-                        continue
-                    if data.startswith(b"[DONE]"):
-                        done = True
-                        continue
-                    try:
-                        chunk = decode(data)
-                    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-                        raise UpstreamError(f"{name} sent an event that is not valid JSON: {exc}") from exc
-                    if chunk.error is not None:
-                        error = chunk.error
-                        text = error if isinstance(error, str) else error.message
-                        raise UpstreamError(f"{name}: {redact(text) or 'error without a message'}")
-                    if chunk.choices:
-                        choice = chunk.choices[0]
-                        delta = choice.delta
-                        if delta is not None:
-                            if delta.content:
-                                yield delta.content
-                            if delta.tool_calls:
-                                for piece in delta.tool_calls:
-                                    function = piece.function or NO_FUNCTION
-                                    pieces.add(piece.index, piece.id, function.name, function.arguments)
-                        if choice.finish_reason is not None:
-                            finish = choice.finish_reason
-                            for call in pieces.finish():
-                                yield call
-                    if chunk.usage is not None:
-                        usage = chunk.usage
-            except httpx.TransportError:
-                if not done and finish is None:
-                    raise
-                # The reply was whole; a failure while reading past its end only costs the connection.
-            # Without [DONE], the reply is whole all the same when its last choice said why it stopped.
-            if not done and finish is None:
+            async for line in lines:
+                data = sse_data(line, name)
+                if data is None:  # a comment (keep-alive) or another field
+                    continue
+                if data.startswith(b"[DONE]"):
+                    await self._core.finish(lines)
+                    break
+                try:
+                    chunk = decode(data)
+                except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+                    raise UpstreamError(f"{name} sent an event that is not valid JSON: {exc}") from exc
+                if chunk.error is not None:
+                    error = chunk.error
+                    message = error if isinstance(error, str) else error.message
+                    raise UpstreamError(f"{name}: {redact(message) or 'error without a message'}")
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                if chunk.choices:
+                    choice = chunk.choices[0]
+                    delta = choice.delta
+                    if delta is not None:
+                        if text := delta.content:
+                            room -= len(text) if text.isascii() else len(text.encode())
+                            if room < 0:
+                                if kept := trim(text, -room):
+                                    relayed += 1
+                                    yield kept
+                                finish, usage = "length", _Usage(0, relayed)
+                                break
+                            relayed += 1
+                            yield text
+                        if delta.tool_calls:
+                            for piece in delta.tool_calls:
+                                function = piece.function or NO_FUNCTION
+                                pieces.add(piece.index, piece.id, function.name, function.arguments)
+                    if choice.finish_reason is not None:
+                        finish = choice.finish_reason
+                        for call in pieces.finish():
+                            yield call
+                        await self._core.finish(lines, read_usage)
+                        break
+            else:
                 raise UpstreamError(f"{name} ended the stream before the reply was done")
-            for call in pieces.finish():  # a server that ended without a finish_reason
-                yield call
+            if room >= 0:
+                for call in pieces.finish():  # a server that sent [DONE] without a finish_reason
+                    yield call
         if usage is None:
             yield Completion(finish, 0, 0)
         else:
