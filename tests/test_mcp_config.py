@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import msgspec
 import pytest
 
@@ -103,10 +104,12 @@ def test_the_limits_come_from_the_settings() -> None:
     assert McpLimits.from_settings(Settings()) == McpLimits()
 
 
-def test_the_servers_come_from_the_file_the_settings_name(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_the_servers_come_from_the_file_the_settings_name(tmp_path: Path) -> None:
     path = tmp_path / "mcp.toml"
     path.write_text(EXAMPLE, encoding="utf-8")
-    servers = McpServers.from_settings(Settings(mcp_file=str(path), mcp_timeout=7), None, {"HOME_TOKEN": "t"})
+    async with httpx.AsyncClient(trust_env=False) as client:
+        servers = McpServers.from_settings(Settings(mcp_file=str(path), mcp_timeout=7), client, {"HOME_TOKEN": "t"})
     assert [(status.name, status.transport, status.state) for status in servers.status()] == [
         ("home", "stdio", "idle"),
         ("weather", "http", "idle"),
@@ -162,3 +165,8 @@ def test_every_kind_of_content_becomes_text_for_the_model(
 ) -> None:
     raw = msgspec.json.encode({"content": content, "structuredContent": structured, "isError": False})
     assert render_result(CALL_TOOL_RESULT.decode(raw), 1000) == ToolResult(True, text)
+
+
+def test_an_http_server_without_a_client_is_refused_when_it_is_built() -> None:
+    with pytest.raises(ValueError, match="mcp server 'weather' is reached over HTTP: give it an httpx client"):
+        McpServers(parse_servers(EXAMPLE), McpLimits(), None, {})

@@ -76,6 +76,8 @@ class McpServer:
         self.limits = limits
         self.timeout = config.timeout or limits.timeout
         self.max_output_bytes = config.max_output_bytes or limits.max_output_bytes
+        if config.url and client is None:
+            raise ValueError(f"mcp server {config.name!r} is reached over HTTP: give it an httpx client")
         self._client = client
         self._env = config.child_env(environ) if config.command else {}
         self._clock = clock
@@ -165,7 +167,7 @@ class McpServer:
                 self.limits.max_message_bytes,
                 on_exit=self._died,
             )
-        assert self._client is not None, "an http MCP server needs the shared client"
+        assert self._client is not None  # checked in __init__
         return HttpChannel(self.config.url, self._client, self.limits.max_message_bytes)
 
     async def _start(self) -> Session:
