@@ -32,6 +32,12 @@ class Agent(msgspec.Struct, frozen=True, kw_only=True):
     url: str = ""
     # The name of an environment variable holding the upstream's API key (the key itself never sits in a file).
     api_key_env: str = ""
+    # The tools piagent runs for this agent (built-in or command tools, by name), and the agents it may ask.
+    tools: tuple[str, ...] = ()
+    delegates: tuple[str, ...] = ()
+    mcp: tuple[str, ...] = ()  # MCP servers (PIAGENT_MCP_FILE) whose tools it may use
+    # This agent's own tool-loop limits, over the settings' (only the keys it names).
+    tool_limits: dict[str, float] = {}
 
 
 class _FrontMatter(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -42,6 +48,20 @@ class _FrontMatter(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     provider: Literal["ollama", "openai"] | None = None
     url: str | None = None
     api_key_env: Annotated[str, whole_string(r"[A-Za-z_][A-Za-z0-9_]*")] | None = None
+    tools: list[Annotated[str, whole_string(r"[A-Za-z0-9_-]{1,64}")]] = []
+    delegates: list[Annotated[str, whole_string(r"[a-z0-9][a-z0-9_-]{0,63}")]] = []
+    mcp: list[Annotated[str, whole_string(r"[A-Za-z0-9_-]{1,64}")]] = []
+    tool_limits: _ToolLimits | None = None
+
+
+class _ToolLimits(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    """An agent's `tool_limits:` block: any of the loop's limits, each within the settings' ranges."""
+
+    max_steps: Annotated[int, msgspec.Meta(ge=1, le=50)] | None = None
+    max_calls: Annotated[int, msgspec.Meta(ge=1, le=32)] | None = None
+    reply_timeout: Annotated[float, msgspec.Meta(gt=0, le=3600)] | None = None
+    timeout: Annotated[float, msgspec.Meta(gt=0, le=600)] | None = None
+    output_max_bytes: Annotated[int, msgspec.Meta(ge=256, le=1024 * 1024)] | None = None
 
 
 class Agents(Mapping[str, Agent]):
@@ -75,7 +95,10 @@ def _parse_value(text: str) -> Any:
     try:
         return msgspec.json.decode(text)
     except msgspec.DecodeError:
-        return text
+        pass
+    if text.startswith("[") and text.endswith("]"):  # YAML's flow list of plain words: [clock, calculator]
+        return [item.strip().strip("'\"") for item in text[1:-1].split(",") if item.strip()]
+    return text
 
 
 def _strip_comment(value: str) -> str:
@@ -147,6 +170,12 @@ def load_agent(path: Path, default_model: str, default_max_turns: int, default_p
         provider=meta.provider or default_provider,
         url=url,
         api_key_env=meta.api_key_env or "",
+        tools=tuple(dict.fromkeys(meta.tools)),
+        delegates=tuple(dict.fromkeys(meta.delegates)),
+        mcp=tuple(dict.fromkeys(meta.mcp)),
+        tool_limits={}
+        if meta.tool_limits is None
+        else {k: v for k, v in msgspec.structs.asdict(meta.tool_limits).items() if v is not None},
     )
 
 
@@ -172,4 +201,11 @@ def load_agents(
         agents[path.stem] = load_agent(path, default_model, default_max_turns, default_provider)
     if not agents:
         raise SettingsError(f"PIAGENT_PROMPTS_DIR={str(prompts_dir)!r} is not allowed: it holds no .md or .txt agent")
+    for agent in agents.values():
+        unknown = [name for name in agent.delegates if name not in agents or name == agent.name]
+        if unknown:
+            raise AgentDefinitionError(
+                f"{folder / agent.name}: front matter: delegates {unknown!r} are not other agents; "
+                f"known agents: {', '.join(sorted(agents))}"
+            )
     return Agents(agents, default)

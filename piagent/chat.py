@@ -5,21 +5,37 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import aclosing
+from contextvars import ContextVar
 from typing import Any
 
 import anyio
+import msgspec
 
 from piagent.agents import Agent, Agents
 from piagent.exceptions import StoreUnavailable, ValidationFailed
 from piagent.generations import GenerationLimiter
+from piagent.loop import AgentTools, LoopDone, run_loop
 from piagent.providers.base import Completion, Message, OutputFormat, Provider, ToolCall, Tools
 from piagent.providers.pool import Upstream
-from piagent.schemas import ChatOptions, ChatRequest, ChatResponse, UpstreamHealth, Usage
-from piagent.stores.base import ASSISTANT, USER, MemoryStore, Turn
+from piagent.schemas import (
+    ChatOptions,
+    ChatRequest,
+    ChatResponse,
+    ToolCallEvent,
+    ToolResultEvent,
+    ToolStep,
+    UpstreamHealth,
+    Usage,
+)
+from piagent.stores.base import ASSISTANT, TOOL, USER, MemoryStore, ToolCallRecord, Turn
+from piagent.tools.base import Tool, ToolError
+from piagent.tools.delegate import AskAgent
 
 logger = logging.getLogger("piagent.chat")
+# What a reply stream yields: text pieces, the client's tool calls, the agent's tool steps, then the reply.
+ChatItem = str | ToolCall | ToolCallEvent | ToolResultEvent | ChatResponse
 
 
 def new_conversation_id() -> str:
@@ -31,6 +47,7 @@ class PreparedChat:
     """Everything one provider call needs, resolved before any byte goes upstream."""
 
     __slots__ = (
+        "acting",
         "agent",
         "conversation_id",
         "message",
@@ -55,6 +72,7 @@ class PreparedChat:
         remember: bool = True,
         tools: Tools | None = None,
         output: OutputFormat | None = None,
+        acting: AgentTools | None = None,
     ) -> None:
         self.agent = agent
         self.conversation_id = conversation_id
@@ -68,6 +86,8 @@ class PreparedChat:
         # What the client offers the model (the front doors): its tools, and the shape of a structured reply.
         self.tools = tools
         self.output = output
+        # The agent's own tools, which piagent runs in a loop (when the client brought none of its own).
+        self.acting = acting
 
 
 class ChatService:
@@ -89,8 +109,16 @@ class ChatService:
         log_content: bool = False,
         clock: Callable[[], float] = time.time,
         new_id: Callable[[], str] = new_conversation_id,
+        acting: Mapping[str, AgentTools] | None = None,
+        mcp_tools: Callable[[Sequence[str]], Awaitable[Sequence[Tool]]] | None = None,
+        max_delegation_depth: int = 2,
     ) -> None:
-        """`providers` maps each agent's name to its provider; a single provider serves every agent."""
+        """`providers` maps each agent's name to its provider; a single provider serves every agent.
+
+        `acting` holds the tools of the agents that have some; `mcp_tools` gives the tools of the named
+        MCP servers (started on first use); an agent asks another (`ask_agent`) at most
+        `max_delegation_depth` deep, and never one already answering in the chain.
+        """
         self.agents = agents
         if isinstance(providers, Mapping):
             missing = sorted(set(agents) - set(providers))
@@ -105,6 +133,22 @@ class ChatService:
         self._log_content = log_content
         self._clock = clock
         self._new_id = new_id
+        self._mcp_tools = mcp_tools
+        self._max_depth = max_delegation_depth
+        # The agents answering in this request, outermost first (task groups copy it into tool tasks).
+        self._chain: ContextVar[tuple[str, ...]] = ContextVar("piagent_delegation_chain", default=())
+        self.acting: dict[str, AgentTools] = {}
+        for name, acting_tools in (acting or {}).items():
+            agent = agents[name]
+            tools = dict(acting_tools.tools)
+            if agent.delegates:
+                timeout = acting_tools.limits.reply_timeout
+
+                async def ask(target: str, question: str, caller: str = name) -> str:
+                    return await self._ask(caller, target, question)
+
+                tools[AskAgent.name] = AskAgent(agent.delegates, ask, timeout, lambda n: agents[n].description)
+            self.acting[name] = AgentTools(tools, acting_tools.limits, acting_tools.mcp)
 
     async def prepare(self, request: ChatRequest, owner: str = "") -> PreparedChat:
         """Resolve the agent, load the history and build the messages; raises before anything is sent."""
@@ -116,13 +160,14 @@ class ChatService:
             # before the model spends seconds on a reply that could not be remembered.
             history = await self.store.history(conversation_id, owner, agent.max_turns)
         messages = self._system(agent)
-        messages.extend(Message(turn.role, turn.text) for turn in history)
+        messages.extend(_messages_of(history))
         messages.append(Message(USER, request.message))
         options = self._options(agent, request.options)
         if self._log_content:
             logger.debug("conversation %s: user: %s", conversation_id, request.message)
         provider = self.providers[agent.name]
-        return PreparedChat(agent, conversation_id, owner, request.message, messages, options, provider)
+        acting = self.acting.get(agent.name)
+        return PreparedChat(agent, conversation_id, owner, request.message, messages, options, provider, acting=acting)
 
     def prepare_stateless(
         self,
@@ -150,7 +195,9 @@ class ChatService:
         if self._log_content:
             logger.debug("stateless chat with %s: %d messages", agent.name, len(prepared))
         chosen = self._options(agent, options)
-        return PreparedChat(agent, "", owner, "", prepared, chosen, provider, False, tools, output)
+        # The client's own tools win: it runs them itself; without any, the agent's run here.
+        acting = self.acting.get(agent.name) if tools is None else None
+        return PreparedChat(agent, "", owner, "", prepared, chosen, provider, False, tools, output, acting)
 
     @staticmethod
     def _system(agent: Agent) -> list[Message]:
@@ -184,39 +231,48 @@ class ChatService:
                 group.start_soon(check, index, provider, upstream)
         return [result for result in results if result is not None]
 
-    async def stream(self, chat: PreparedChat) -> AsyncGenerator[str | ToolCall | ChatResponse, None]:
-        """Yield the reply's text pieces and tool calls as they come, then the whole `ChatResponse`.
+    async def stream(self, chat: PreparedChat) -> AsyncGenerator[ChatItem, None]:
+        """Yield the reply's text pieces, tool calls and tool steps as they come, then the whole `ChatResponse`.
 
         The exchange is remembered when generation produced anything: in full when it completed, as
-        a partial reply marked interrupted when the client left or the upstream failed midway. A
-        failure before the first piece leaves the conversation as it was. A store that is down when
-        the complete reply is to be stored raises `StoreUnavailable` in place of the `ChatResponse`.
-        The wait for a generation slot happens inside the first item, so a caller that stops waiting
-        also leaves the queue.
+        a partial reply marked interrupted when the client left or the upstream failed midway (with the
+        tool steps finished by then). A failure before the first piece leaves the conversation as it
+        was. A store that is down when the complete reply is to be stored raises `StoreUnavailable` in
+        place of the `ChatResponse`. The wait for a generation slot happens inside the first item, so a
+        caller that stops waiting also leaves the queue; the slot is held through every step of a tool loop.
         """
         limiter = self.limiter
         started = await limiter.acquire() if limiter is not None else 0.0
         parts: list[str] = []
         calls: list[ToolCall] = []
+        steps: list[Message] = []
+        shown: list[ToolStep] = []
         completion: Completion | None = None
+        final: str | None = None
         try:
             # Closed explicitly rather than by garbage collection: when this generator is closed (the
             # client left), the upstream request must end now, not whenever a cycle collection runs.
-            upstream = chat.provider.stream_chat(chat.agent.model, chat.messages, chat.options, chat.tools, chat.output)
-            async with aclosing(upstream) as items:
+            async with aclosing(await self._source(chat, steps)) as items:
                 async for item in items:
                     if type(item) is str:
                         parts.append(item)
-                        yield item
                     elif type(item) is ToolCall:
                         calls.append(item)
-                        yield item
+                    elif type(item) is ToolCallEvent:
+                        shown.append(ToolStep(item.id, item.name, item.arguments))
+                    elif type(item) is ToolResultEvent:
+                        _record_result(shown, item)
+                    elif type(item) is LoopDone:
+                        completion, final = item.completion, item.text
+                        continue
                     else:
                         assert isinstance(item, Completion)
                         completion = item
-            reply = "".join(parts)
+                        continue
+                    yield item
+            reply = "".join(parts) if final is None else final
             assert completion is not None
-            await self._remember(chat, reply, interrupted=False)
+            await self._remember(chat, reply, steps, interrupted=False)
             usage = Usage(completion.prompt_tokens, completion.completion_tokens)
             yield ChatResponse(
                 chat.conversation_id,
@@ -227,12 +283,13 @@ class ChatService:
                 usage,
                 calls or None,
                 completion.timings,
+                shown or None,
             )
         finally:
             try:
-                if completion is None and parts:
+                if completion is None and (parts or steps):
                     try:
-                        await self._remember(chat, "".join(parts), interrupted=True)
+                        await self._remember(chat, "".join(parts), steps, interrupted=True)
                     except StoreUnavailable as exc:
                         # The stream is already ending on its own error (or the client left): that error
                         # is the one to report; this one goes to the log.
@@ -242,6 +299,45 @@ class ChatService:
             finally:
                 if limiter is not None:
                     limiter.release(started)
+
+    async def _source(self, chat: PreparedChat, steps: list[Message]) -> AsyncGenerator[Any, None]:
+        """Where the reply's items come from: the agent's tool loop, or one call passing the client's tools on."""
+        model, messages, options = chat.agent.model, chat.messages, chat.options
+        acting = chat.acting
+        if acting is None:
+            return chat.provider.stream_chat(model, messages, options, chat.tools, chat.output)
+        tools: dict[str, Tool] = dict(acting.tools)
+        if acting.mcp and self._mcp_tools is not None:
+            tools.update((tool.name, tool) for tool in await self._mcp_tools(acting.mcp))
+        return run_loop(chat.provider, model, messages, options, tools, acting.limits, steps)
+
+    async def _ask(self, caller: str, name: str, question: str) -> str:
+        """`ask_agent`: `name`'s answer to `question`, with its own prompt, model, tools and limits.
+
+        It runs inside the caller's generation (no second slot, which would wait on itself), refused
+        past the depth limit or when `name` is already answering in this chain.
+        """
+        chain = self._chain.get() or (caller,)
+        if name in chain:
+            raise ToolError(f"{name} is already answering in this chain ({' > '.join(chain)}); cycles are refused")
+        if len(chain) > self._max_depth:
+            raise ToolError(f"agents may ask agents at most {self._max_depth} deep ({' > '.join(chain)})")
+        agent = self.agents[name]
+        chat = self.prepare_stateless(name, [Message(USER, question)])
+        token = self._chain.set((*chain, name))
+        try:
+            replies = await self._source(chat, [])
+            async with aclosing(replies) as items:
+                parts: list[str] = []
+                async for item in items:
+                    if type(item) is str:
+                        parts.append(item)
+                    elif type(item) is LoopDone:
+                        return item.text
+            logger.debug("%s asked %s (%s)", caller, agent.name, agent.model)
+            return "".join(parts)
+        finally:
+            self._chain.reset(token)
 
     async def complete(self, chat: PreparedChat) -> ChatResponse:
         """The whole reply at once (streamed from upstream all the same, so one code path serves both)."""
@@ -254,7 +350,7 @@ class ChatService:
             await replies.aclose()
         raise AssertionError("the reply stream ended without its ChatResponse")
 
-    async def _remember(self, chat: PreparedChat, reply: str, interrupted: bool) -> None:
+    async def _remember(self, chat: PreparedChat, reply: str, steps: Sequence[Message], interrupted: bool) -> None:
         if not chat.remember:
             return
         if self._log_content:
@@ -264,8 +360,43 @@ class ChatService:
         if self.store is None:
             return
         now = self._clock()
-        turns = (Turn(USER, chat.message, now, False), Turn(ASSISTANT, reply, now, interrupted))
+        turns = (
+            Turn(USER, chat.message, now, False),
+            *(_turn_of(step, now) for step in steps),
+            Turn(ASSISTANT, reply, now, interrupted),
+        )
         # Shielded: this also runs while the request is being cancelled (the client left), and a
         # cancelled await here would lose the exchange.
         with anyio.CancelScope(shield=True):
             await self.store.append(chat.conversation_id, chat.owner, turns, chat.agent.max_turns, chat.agent.name)
+
+
+def _turn_of(step: Message, now: float) -> Turn:
+    """A tool step (the assistant's calls, or a result) as memory keeps it."""
+    calls = tuple(ToolCallRecord(c.id, c.name, c.arguments) for c in step.tool_calls)
+    role = TOOL if step.role == TOOL else ASSISTANT
+    return Turn(role, step.content, now, False, calls, step.tool_call_id, step.tool_name)
+
+
+def _messages_of(history: Sequence[Turn]) -> list[Message]:
+    """Remembered turns as messages; turns before the first user message (the start of a tool step that
+    the `max_turns` trim cut in half) are left out, since an upstream refuses a result without its call."""
+    start = next((i for i, turn in enumerate(history) if turn.role == USER), len(history))
+    return [
+        Message(
+            turn.role,
+            turn.text,
+            tuple(ToolCall(c.id, c.name, c.arguments) for c in turn.tool_calls),
+            turn.tool_call_id,
+            turn.name,
+        )
+        for turn in history[start:]
+    ]
+
+
+def _record_result(shown: list[ToolStep], result: ToolResultEvent) -> None:
+    """Complete the shown step of the call this result answers."""
+    for index in range(len(shown) - 1, -1, -1):
+        if shown[index].id == result.id:
+            shown[index] = msgspec.structs.replace(shown[index], ok=result.ok, preview=result.preview)
+            return

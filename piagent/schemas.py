@@ -77,6 +77,7 @@ class ChatResponse(msgspec.Struct, omit_defaults=True):
     usage: Usage
     tool_calls: list[ToolCall] | None = None
     timings: Timings | None = None
+    steps: list[ToolStep] | None = None  # the tools the agent ran on its way to the reply
 
 
 class TokenEvent(msgspec.Struct, tag_field="event", tag="token"):
@@ -98,6 +99,33 @@ class ErrorEvent(msgspec.Struct, tag_field="event", tag="error"):
 
     code: str
     message: str
+
+
+class ToolStep(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One tool the agent ran while replying: the call, whether it worked and a short preview of its result."""
+
+    id: str
+    name: str
+    arguments: str
+    ok: bool | None = None  # None: the reply ended before the tool did
+    preview: str = ""
+
+
+class ToolCallEvent(msgspec.Struct, tag_field="event", tag="tool_call"):
+    """A step of the agent's tool loop: it calls a tool (`arguments` is the JSON object as text)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+class ToolResultEvent(msgspec.Struct, tag_field="event", tag="tool_result"):
+    """The result of a tool call, as the model got it: whether it worked, and a short preview."""
+
+    id: str
+    name: str
+    ok: bool
+    preview: str
 
 
 class AgentInfo(msgspec.Struct):

@@ -526,6 +526,30 @@ KEYS: tuple[_Key, ...] = (
         "Bytes of one tool result given to the model; the rest is cut with a `[truncated: N bytes more]` marker.",
     ),
     _Key(
+        "PIAGENT_TOOL_MAX_STEPS",
+        "tool_max_steps",
+        _integer(1, 50),
+        "Model calls of one reply that may ask for tools; the next answers without them. Agents may set their own.",
+    ),
+    _Key(
+        "PIAGENT_TOOL_MAX_CALLS",
+        "tool_max_calls",
+        _integer(1, 32),
+        "Tool calls run at once in one step; the model gets an error result for the rest.",
+    ),
+    _Key(
+        "PIAGENT_TOOL_REPLY_TIMEOUT",
+        "tool_reply_timeout",
+        _seconds(1, 3600),
+        "Seconds of tool work in one reply; then the model is asked to answer without tools.",
+    ),
+    _Key(
+        "PIAGENT_DELEGATION_MAX_DEPTH",
+        "delegation_max_depth",
+        _integer(1, 5),
+        "How deep agents may ask agents (`delegates:`, the `ask_agent` tool); cycles are always refused.",
+    ),
+    _Key(
         "PIAGENT_TOOL_ARGUMENTS_MAX_BYTES",
         "tool_arguments_max_bytes",
         _integer(64, 16 * 1024 * 1024),
@@ -640,6 +664,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     tools_file: str = ""
     tool_timeout: float = 10.0
     tool_output_max_bytes: int = 16384
+    tool_max_steps: int = 6
+    tool_max_calls: int = 4
+    tool_reply_timeout: float = 120.0
+    delegation_max_depth: int = 2
     tool_arguments_max_bytes: int = 16384
     http_get_allow: tuple[str, ...] = ()
     http_get_allow_private: bool = False

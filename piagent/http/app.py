@@ -7,7 +7,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import anyio
@@ -24,6 +24,7 @@ from piagent.agents import Agents, load_agents
 from piagent.chat import ChatService
 from piagent.exceptions import PiagentError, StoreUnavailable
 from piagent.generations import GenerationLimiter
+from piagent.http.acting import check_agent_tools, open_agent_tools
 from piagent.http.auth import ApiKeyMiddleware, load_api_keys
 from piagent.http.browsers import BrowserGuardMiddleware
 from piagent.http.errors import (
@@ -90,6 +91,7 @@ def _lifespan(
     upstream_clock: Callable[[], float],
     open_store: StoreFactory | None,
     home: State,
+    environ: Mapping[str, str],
 ) -> Lifespan:
     """The lifespan; what it opens goes to requests as lifespan state, and onto `home` (piagent's own
     `app.state`) for hosts that run the lifespan but do not pass its state on (Litestar)."""
@@ -114,10 +116,14 @@ def _lifespan(
         ) as client:
             store = open_store() if open_store is not None else None
             limiter = GenerationLimiter(settings.max_concurrent, settings.max_queue)
+            resources = AsyncExitStack()  # the agents' tools: closed after the generations are drained
             try:
                 if store is not None:
                     await _check_store(store)
                 providers = build_providers(specs, settings, client, upstream_clock)
+                acting, mcp_tools = await resources.enter_async_context(
+                    open_agent_tools(settings, agents, client, environ)
+                )
                 chat = ChatService(
                     agents,
                     providers,
@@ -126,6 +132,9 @@ def _lifespan(
                     max_tokens=settings.max_tokens,
                     log_content=settings.log_content,
                     clock=clock,
+                    acting=acting,
+                    mcp_tools=mcp_tools,
+                    max_delegation_depth=settings.delegation_max_depth,
                 )
                 runtime = Runtime(settings, agents, chat, store, build_agent_list(agents), clock(), client)
                 async with anyio.create_task_group() as tasks:
@@ -141,6 +150,7 @@ def _lifespan(
                 # Normally every generation is over by now (the piagent command drains them first); under
                 # a server that cancelled its requests instead, let them unwind before the client closes.
                 await limiter.drain(0)
+                await resources.aclose()
                 if store is not None:
                     await store.aclose()
 
@@ -196,7 +206,9 @@ def create_app(
     agents = load_agents(
         settings.prompts_dir, settings.default_agent, settings.model, settings.memory_max_turns, settings.provider
     )
-    specs = provider_specs(settings, agents, os.environ if environ is None else environ)
+    environ = os.environ if environ is None else environ
+    specs = provider_specs(settings, agents, environ)
+    check_agent_tools(settings, agents, environ)
     keys = load_api_keys(settings)
     # Outermost first. The browser guard before all, so another site's page or a rebound Host name
     # reaches nothing; CORS before the keys, so a browser's preflight (which never carries a key) is
@@ -235,7 +247,7 @@ def create_app(
             Exception: handle_unexpected,
         },
         lifespan=_lifespan(
-            settings, agents, specs, transport, clock, upstream_clock, store_factory(settings, clock), home
+            settings, agents, specs, transport, clock, upstream_clock, store_factory(settings, clock), home, environ
         ),
     )
     app.state = home

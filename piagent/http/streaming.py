@@ -12,11 +12,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from piagent.chat import ChatService, PreparedChat
+from piagent.chat import ChatItem, ChatService, PreparedChat
 from piagent.exceptions import PiagentError, ShuttingDown
 from piagent.generations import GenerationLimiter
 from piagent.http.responses import ENCODER
-from piagent.schemas import ChatResponse, DoneEvent, ErrorEvent, ToolCall
+from piagent.schemas import ChatResponse, DoneEvent, ErrorEvent, ToolCall, ToolCallEvent, ToolResultEvent
 
 logger = logging.getLogger("piagent.http.streaming")
 T = TypeVar("T")
@@ -34,7 +34,8 @@ class StreamFormat(NamedTuple):
 
     `start` goes out with the first event (OpenAI's role chunk); the front doors build a format per
     request, since their chunks repeat the response's id and model around every token. `tool_call`
-    writes one whole tool call; a format without it leaves them out (the reply's text only).
+    writes one whole tool call of the client's; `step` one step of the agent's own tool loop (a call or a
+    result); a format without them leaves them out (the reply's text only).
     """
 
     media_type: str
@@ -43,6 +44,7 @@ class StreamFormat(NamedTuple):
     error: Callable[[PiagentError], bytes] | None
     start: bytes = b""
     tool_call: Callable[[ToolCall], bytes] | None = None
+    step: Callable[[ToolCallEvent | ToolResultEvent], bytes] | None = None
 
 
 def token_template(
@@ -64,6 +66,10 @@ def _done_event(reply: ChatResponse) -> DoneEvent:
     return DoneEvent(reply.conversation_id, reply.done_reason, reply.usage)
 
 
+def _step_name(event: ToolCallEvent | ToolResultEvent) -> bytes:
+    return b"tool_call" if type(event) is ToolCallEvent else b"tool_result"
+
+
 def _error_event(exc: PiagentError) -> ErrorEvent:
     return ErrorEvent(exc.code, exc.message)
 
@@ -76,12 +82,14 @@ SSE = StreamFormat(
     lambda text: b'event: token\ndata: {"event":"token","text":' + ENCODER.encode(text) + b"}\n\n",
     lambda reply: b"event: done\ndata: " + ENCODER.encode(_done_event(reply)) + b"\n\n",
     lambda exc: b"event: error\ndata: " + ENCODER.encode(_error_event(exc)) + b"\n\n",
+    step=lambda event: b"event: " + _step_name(event) + b"\ndata: " + ENCODER.encode(event) + b"\n\n",
 )
 NDJSON = StreamFormat(
     "application/x-ndjson",
     lambda text: b'{"event":"token","text":' + ENCODER.encode(text) + b"}\n",
     lambda reply: ENCODER.encode(_done_event(reply)) + b"\n",
     lambda exc: ENCODER.encode(_error_event(exc)) + b"\n",
+    step=lambda event: ENCODER.encode(event) + b"\n",
 )
 
 
@@ -169,8 +177,8 @@ class ReplyStream:
 
     def __init__(
         self,
-        first: str | ToolCall | ChatResponse,
-        replies: AsyncGenerator[str | ToolCall | ChatResponse, None],
+        first: ChatItem,
+        replies: AsyncGenerator[ChatItem, None],
         stream_format: StreamFormat,
         conversation_id: str,
         limiter: GenerationLimiter | None = None,
@@ -218,22 +226,22 @@ class ReplyStream:
         """Send every event; False when the transfer must be left incomplete to signal an error."""
         fmt = self._format
         token = fmt.token
-        tool_call = fmt.tool_call
         item = self._first
         start = fmt.start
         try:
             if type(item) is not ChatResponse:
-                first = token(item) if type(item) is str else self._tool_call(item)
+                first = token(item) if type(item) is str else self._other(item)
                 await send({"type": "http.response.body", "body": start + first, "more_body": True})
                 start = b""
                 async for item in self._replies:
                     if type(item) is str:
                         await send({"type": "http.response.body", "body": token(item), "more_body": True})
-                    elif type(item) is ToolCall:
-                        if tool_call is not None:
-                            await send({"type": "http.response.body", "body": tool_call(item), "more_body": True})
-                    else:
+                    elif type(item) is ChatResponse:
                         break
+                    else:
+                        body = self._other(item)
+                        if body:
+                            await send({"type": "http.response.body", "body": body, "more_body": True})
             if fmt.done is not None and type(item) is ChatResponse:
                 await send({"type": "http.response.body", "body": start + fmt.done(item), "more_body": True})
             return True
@@ -244,10 +252,13 @@ class ReplyStream:
             logger.exception("reply in %s failed", self._label)
             return await self._send_error(PiagentError("piagent failed while relaying the reply"), send)
 
-    def _tool_call(self, item: str | ToolCall | ChatResponse) -> bytes:
-        assert type(item) is ToolCall
-        tool_call = self._format.tool_call
-        return tool_call(item) if tool_call is not None else b""
+    def _other(self, item: ChatItem) -> bytes:
+        """A client's tool call or a step of the agent's tool loop, in the format (or nothing)."""
+        fmt = self._format
+        if type(item) is ToolCall:
+            return fmt.tool_call(item) if fmt.tool_call is not None else b""
+        assert type(item) is ToolCallEvent or type(item) is ToolResultEvent
+        return fmt.step(item) if fmt.step is not None else b""
 
     async def _send_error(self, exc: PiagentError, send: Send) -> bool:
         if self._format.error is None:

@@ -1,0 +1,296 @@
+"""Agents that act, end to end: a scripted model calls tools through /chat and the doors, piagent runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bench.fakemodel import FakeModel, Script, ToolCall
+from piagent import create_app
+from tests.servers import serve_in_thread
+
+# The README's example agent: how hot is the Pi and how full is the disk?
+PI_AGENT = """---
+description: Watches the Pi.
+tools: [system_status, calculator, disk_free]
+---
+You look after this Raspberry Pi. Use your tools; answer in one sentence.
+"""
+COMMANDS = """
+[tools.disk_free]
+description = "Free space on the root file system"
+argv = ["/bin/echo", "41% used"]
+timeout = 5
+
+[tools.nap]
+description = "Waits"
+argv = ["/bin/sleep", "{seconds}"]
+timeout = 30
+[tools.nap.parameters.seconds]
+type = "integer"
+minimum = 1
+maximum = 60
+"""
+QUESTION = "How hot is the Pi and how full is the disk?"
+ANSWER = ["The Pi is", " warm", " and the disk is 41% used."]
+
+
+@pytest.fixture
+def agents_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "agents"
+    folder.mkdir()
+    (folder / "pi.md").write_text(PI_AGENT, encoding="utf-8")
+    (folder / "general.md").write_text("You are a test assistant.\n", encoding="utf-8")
+    (folder / "napper.md").write_text("---\ntools: [nap]\n---\nYou wait.\n", encoding="utf-8")
+    (folder / "boss.md").write_text(
+        "---\ndescription: Asks others.\ndelegates: [pi, helper]\n---\nYou delegate.\n", encoding="utf-8"
+    )
+    (folder / "helper.md").write_text("---\ndescription: Helps.\ndelegates: [boss]\n---\nYou help.\n", encoding="utf-8")
+    (tmp_path / "tools.toml").write_text(COMMANDS, encoding="utf-8")
+    return folder
+
+
+def settings_for(fake: FakeModel, agents_dir: Path, protocol: str, **overrides: Any) -> dict[str, Any]:
+    upstream = {"ollama_url": fake.url} if protocol == "ollama" else {"provider": "openai", "openai_url": fake.url}
+    return {
+        **upstream,
+        "prompts_dir": str(agents_dir),
+        "default_agent": "general",
+        "model": "test-model",
+        "tools_file": str(agents_dir.parent / "tools.toml"),
+        "read_timeout": 10.0,
+        **overrides,
+    }
+
+
+@pytest.fixture(params=["ollama", "openai"])
+def served(request: pytest.FixtureRequest, fake_ollama: FakeModel, agents_dir: Path) -> Iterator[tuple[str, FakeModel]]:
+    from piagent import Settings
+
+    settings = Settings(**settings_for(fake_ollama, agents_dir, request.param))
+    with serve_in_thread(create_app(settings)) as url:
+        yield url, fake_ollama
+
+
+def script_pi_question(fake: FakeModel) -> None:
+    fake.queue = [
+        Script(
+            tokens=[],
+            tool_calls=[
+                ToolCall("system_status", {}),
+                ToolCall("calculator", {"expression": "100 - 59"}),
+                ToolCall("disk_free", {}),
+            ],
+            done_reason="tool_calls",
+        ),
+        Script(tokens=ANSWER),
+    ]
+
+
+def sse_events(text: str) -> list[tuple[str, dict[str, Any]]]:
+    events = []
+    for block in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((lines["event"], json.loads(lines["data"])))
+    return events
+
+
+def test_an_agent_answers_with_its_tools_and_streams_each_step(served: tuple[str, FakeModel]) -> None:
+    url, fake = served
+    script_pi_question(fake)
+    with httpx.Client(base_url=url, timeout=20) as http:
+        response = http.post(
+            "/chat",
+            json={"agent": "pi", "message": QUESTION, "stream": True},
+            headers={"Accept": "text/event-stream"},
+        )
+        assert response.status_code == 200
+        events = sse_events(response.text)
+        kinds = [kind for kind, _ in events]
+        assert kinds == ["tool_call"] * 3 + ["tool_result"] * 3 + ["token"] * 3 + ["done"]
+        calls = [data for kind, data in events if kind == "tool_call"]
+        assert [c["name"] for c in calls] == ["system_status", "calculator", "disk_free"]
+        assert json.loads(calls[1]["arguments"]) == {"expression": "100 - 59"}
+        results = {data["name"]: data for kind, data in events if kind == "tool_result"}
+        assert all(r["ok"] for r in results.values()), events
+        assert results["calculator"]["preview"] == "41"
+        assert results["disk_free"]["preview"] == "41% used"
+        assert "load" in results["system_status"]["preview"]
+        assert "".join(data["text"] for kind, data in events if kind == "token") == "".join(ANSWER)
+
+        # The model's second call carried the calls and their results, in its own protocol.
+        second = fake.chat_requests[1]["messages"]
+        assert [m["role"] for m in second[-4:]] == ["assistant", "tool", "tool", "tool"]
+        assert [c["function"]["name"] for c in second[-4]["tool_calls"]] == ["system_status", "calculator", "disk_free"]
+        assert second[-2]["content"] == "41"
+        tools_offered = {t["function"]["name"] for t in fake.chat_requests[0]["tools"]}
+        assert tools_offered == {"system_status", "calculator", "disk_free"}
+
+        # Memory keeps the whole exchange: the next turn sends it upstream, and the API shows it.
+        conversation = response.headers["x-conversation-id"]
+        fake.queue = [Script(tokens=["Still warm."])]
+        http.post("/chat", json={"agent": "pi", "message": "And now?", "conversation_id": conversation})
+        third = fake.chat_requests[2]["messages"]
+        assert [m["role"] for m in third[1:]] == ["user", "assistant", "tool", "tool", "tool", "assistant", "user"]
+        turns = http.get(f"/conversations/{conversation}").json()["turns"]
+        assert [t["role"] for t in turns[:6]] == ["user", "assistant", "tool", "tool", "tool", "assistant"]
+        assert [c["name"] for c in turns[1]["tool_calls"]] == ["system_status", "calculator", "disk_free"]
+        assert turns[3]["name"] == "calculator"
+        assert turns[5]["text"] == "".join(ANSWER)
+
+
+def test_plain_text_streams_only_the_words_and_json_lists_the_steps(served: tuple[str, FakeModel]) -> None:
+    url, fake = served
+    with httpx.Client(base_url=url, timeout=20) as http:
+        script_pi_question(fake)
+        plain = http.post("/chat", json={"agent": "pi", "message": QUESTION, "stream": True})
+        assert plain.text == "".join(ANSWER)
+        script_pi_question(fake)
+        ndjson = http.post(
+            "/chat",
+            json={"agent": "pi", "message": QUESTION, "stream": True},
+            headers={"Accept": "application/x-ndjson"},
+        )
+        assert [json.loads(line)["event"] for line in ndjson.text.splitlines()][:6] == ["tool_call"] * 3 + [
+            "tool_result"
+        ] * 3
+        script_pi_question(fake)
+        whole = http.post("/chat", json={"agent": "pi", "message": QUESTION}).json()
+        assert whole["reply"] == "".join(ANSWER)
+        assert [(s["name"], s["ok"]) for s in whole["steps"]] == [
+            ("system_status", True),
+            ("calculator", True),
+            ("disk_free", True),
+        ]
+        assert whole["usage"]["prompt_tokens"] == 14  # both model calls counted
+
+
+def test_the_front_doors_run_the_agents_tools_when_the_client_brings_none(served: tuple[str, FakeModel]) -> None:
+    url, fake = served
+    script_pi_question(fake)
+    with httpx.Client(base_url=url, timeout=20) as http:
+        reply = http.post("/v1/chat/completions", json={"model": "pi", "messages": [{"role": "user", "content": "?"}]})
+        assert reply.json()["choices"][0]["message"]["content"] == "".join(ANSWER)
+        assert reply.json()["choices"][0]["finish_reason"] == "stop"
+        script_pi_question(fake)
+        lines = http.post("/api/chat", json={"model": "pi", "messages": [{"role": "user", "content": "?"}]})
+        pieces = [json.loads(line) for line in lines.text.splitlines()]
+        assert "".join(p["message"]["content"] for p in pieces) == "".join(ANSWER)
+        assert all("tool_calls" not in p["message"] for p in pieces)
+
+
+def test_a_tool_the_model_invents_or_misuses_is_an_error_result_never_a_failure(
+    fake_ollama: FakeModel, agents_dir: Path
+) -> None:
+    from piagent import Settings
+
+    fake_ollama.queue = [
+        Script(tokens=[], tool_calls=[ToolCall("rm_rf", {}), ToolCall("calculator", {"expression": "2**99999"})]),
+        Script(tokens=["I could not."]),
+    ]
+    with serve_in_thread(create_app(Settings(**settings_for(fake_ollama, agents_dir, "ollama")))) as url:
+        whole = httpx.post(f"{url}/chat", json={"agent": "pi", "message": "x"}, timeout=20).json()
+    assert whole["reply"] == "I could not."
+    assert [s["ok"] for s in whole["steps"]] == [False, False]
+    assert "unknown tool 'rm_rf'" in whole["steps"][0]["preview"]
+    sent = fake_ollama.chat_requests[1]["messages"]
+    assert "unknown tool" in sent[-2]["content"]
+
+
+def _children_running(seconds: str) -> list[int]:
+    """The pids of `/bin/sleep <seconds>` processes."""
+    marker = f"/bin/sleep\0{seconds}\0"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmdline == marker.encode():
+                found.append(int(entry.name))
+    return found
+
+
+def test_a_client_that_leaves_mid_tool_kills_the_command(fake_ollama: FakeModel, agents_dir: Path) -> None:
+    from piagent import Settings
+
+    fake_ollama.queue = [Script(tokens=[], tool_calls=[ToolCall("nap", {"seconds": 47})]), Script(tokens=["late"])]
+    with serve_in_thread(create_app(Settings(**settings_for(fake_ollama, agents_dir, "ollama")))) as url:
+        with httpx.stream(
+            "POST",
+            f"{url}/chat",
+            json={"agent": "napper", "message": "wait", "stream": True},
+            headers={"Accept": "application/x-ndjson"},
+            timeout=20,
+        ) as response:
+            lines = response.iter_lines()
+            assert json.loads(next(lines))["event"] == "tool_call"
+            deadline = time.monotonic() + 5
+            while not _children_running("47") and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert _children_running("47"), "the command never started"
+        left = time.monotonic()
+        while _children_running("47") and time.monotonic() - left < 2:
+            time.sleep(0.01)
+        gone_after = time.monotonic() - left
+    assert not _children_running("47")
+    assert gone_after < 0.2, f"the command outlived its client by {gone_after:.3f} s"
+    assert len(fake_ollama.chat_requests) == 1  # the model was not asked again
+
+
+def test_an_agent_asks_another_and_cycles_and_depth_are_refused(fake_ollama: FakeModel, agents_dir: Path) -> None:
+    from piagent import Settings
+
+    fake_ollama.queue = [
+        Script(tokens=[], tool_calls=[ToolCall("ask_agent", {"agent": "helper", "question": "Who is asking?"})]),
+        # helper, asked by boss, tries to ask boss back: a cycle, refused as an error result
+        Script(tokens=[], tool_calls=[ToolCall("ask_agent", {"agent": "boss", "question": "You?"})]),
+        Script(tokens=["The boss asked."]),
+        Script(tokens=["Helper says the boss asked."]),
+    ]
+    with serve_in_thread(create_app(Settings(**settings_for(fake_ollama, agents_dir, "ollama")))) as url:
+        whole = httpx.post(f"{url}/chat", json={"agent": "boss", "message": "Ask helper"}, timeout=20).json()
+    assert whole["reply"] == "Helper says the boss asked."
+    (step,) = whole["steps"]
+    assert (step["name"], step["ok"]) == ("ask_agent", True)
+    assert step["preview"] == "helper answered: The boss asked."
+    cycle_result = fake_ollama.chat_requests[2]["messages"][-1]
+    assert cycle_result["role"] == "tool"
+    assert "boss is already answering in this chain (boss > helper); cycles are refused" in cycle_result["content"]
+    # Each agent spoke with its own prompt.
+    assert fake_ollama.chat_requests[1]["messages"][0]["content"] == "You help."
+
+
+def test_a_tool_an_agent_lists_must_exist_at_start_up(fake_ollama: FakeModel, agents_dir: Path) -> None:
+    from piagent import Settings
+    from piagent.exceptions import AgentDefinitionError
+
+    (agents_dir / "broken.md").write_text("---\ntools: [teleport]\n---\nx\n", encoding="utf-8")
+    with pytest.raises(AgentDefinitionError, match="unknown tool 'teleport'"):
+        create_app(Settings(**settings_for(fake_ollama, agents_dir, "ollama")))
+
+
+def test_no_tool_module_is_imported_when_no_agent_acts() -> None:
+    code = (
+        "import sys; from piagent import create_app, Settings; "
+        "create_app(Settings(prompts_dir='prompts')); "
+        "print(sorted(m for m in sys.modules if m.startswith(('piagent.tools.', 'piagent.mcp'))))"
+    )
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIAGENT_")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, check=True)
+    loaded = eval(out.stdout)  # a list of module names printed by the child
+    # The contract and the catalog only: no built-in, no command runner, no MCP client.
+    allowed = ("piagent.tools.base", "piagent.tools.schema", "piagent.tools.delegate", "piagent.tools.registry")
+    assert all(name in allowed for name in loaded), loaded
