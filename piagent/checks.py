@@ -12,6 +12,7 @@ import httpx
 
 from piagent.agents import Agent, Agents, load_agents
 from piagent.exceptions import AgentDefinitionError, PiagentError, SettingsError, UpstreamTimeout, UpstreamUnavailable
+from piagent.http.acting import check_agent_tools
 from piagent.http.browsers import AllowedHosts
 from piagent.providers.factory import ProviderSpec, provider_specs
 from piagent.providers.ollama import OllamaProvider, model_key
@@ -264,10 +265,28 @@ def _page_hint(settings: Settings) -> str:
     return page
 
 
+def check_tools(settings: Settings, agents: Agents | None, report: Report) -> None:
+    """Which tools each agent acts with, and whether each is there and usable, as start-up would find."""
+    acting = [agent for agent in (agents or {}).values() if agent.tools or agent.delegates or agent.mcp]
+    if agents is None or not acting:
+        return
+    report.say("\nTools:")
+    for agent in acting:
+        names = [*agent.tools, *(f"mcp:{server}" for server in agent.mcp)]
+        if agent.delegates:
+            names.append("ask_agent (" + ", ".join(agent.delegates) + ")")
+        report.say(f"  {agent.name}: {', '.join(names)}")
+    try:
+        check_agent_tools(settings, agents, os.environ)
+    except PiagentError as exc:
+        report.problem(exc.message, "fix the agent's tools: line or that tool's settings (`piagent tools` lists them)")
+
+
 async def _run(settings: Settings, transport: httpx.AsyncBaseTransport | None) -> Report:
     report = Report()
     check_settings(settings, report)
     agents = check_agents(settings, report)
+    check_tools(settings, agents, report)
     await check_upstream(settings, agents, report, transport)
     await check_store(settings, report)
     await check_mcp(settings, report)

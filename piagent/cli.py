@@ -78,6 +78,28 @@ def list_agents(settings: Settings) -> int:
     return 0
 
 
+def list_tools(settings: Settings) -> int:
+    """Print every tool the owner made available and what it can reach, then each agent's tools."""
+    from piagent.agents import load_agents
+    from piagent.tools.registry import describe_tools
+
+    rows = describe_tools(settings)
+    width = max(len(name) for name, _, _ in rows)
+    print("Available tools:")
+    for name, kind, reach in rows:
+        print(f"  {name:<{width}}  {kind:<8}  {reach}")
+    agents = load_agents(
+        settings.prompts_dir, settings.default_agent, settings.model, settings.memory_max_turns, settings.provider
+    )
+    print("Agents:")
+    for agent in agents.values():
+        names = [*agent.tools, *(f"mcp:{server}" for server in agent.mcp)]
+        if agent.delegates:
+            names.append("ask_agent (" + ", ".join(agent.delegates) + ")")
+        print(f"  {agent.name}: {', '.join(names) or 'no tools'}")
+    return 0
+
+
 def show_config(settings: Settings) -> int:
     """Print every setting as it was resolved from config.env and the environment."""
     for key, value in settings.describe():
@@ -99,14 +121,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command",
         nargs="?",
         default="serve",
-        choices=("serve", "agents", "config", "check"),
-        help="serve (default): run the server; agents: list the agents; config: print the settings (secrets "
-        "masked); check: try the settings, agents, model server and memory store, and say what to fix",
+        choices=("serve", "agents", "tools", "config", "check"),
+        help="serve (default): run the server; agents: list the agents; tools: list the tools and each agent's; "
+        "config: print the settings (secrets masked); check: try the settings, agents, tools, model server and "
+        "memory store, and say what to fix",
     )
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
-        commands = {"serve": serve, "agents": list_agents, "config": show_config, "check": run_checks}
+        commands = {
+            "serve": serve,
+            "agents": list_agents,
+            "tools": list_tools,
+            "config": show_config,
+            "check": run_checks,
+        }
         return commands[args.command](settings)
     except PiagentError as exc:
         print(f"piagent: {exc.message}", file=sys.stderr)

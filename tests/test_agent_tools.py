@@ -294,3 +294,29 @@ def test_no_tool_module_is_imported_when_no_agent_acts() -> None:
     # The contract and the catalog only: no built-in, no command runner, no MCP client.
     allowed = ("piagent.tools.base", "piagent.tools.schema", "piagent.tools.delegate", "piagent.tools.registry")
     assert all(name in allowed for name in loaded), loaded
+
+
+def test_piagent_tools_lists_what_each_agent_can_use_and_check_names_a_broken_one(
+    agents_dir: Path, fake_ollama: FakeModel, tmp_path: Path
+) -> None:
+    from tests.test_cli import base_env, run_cli
+
+    env = base_env(
+        agents_dir,
+        PIAGENT_TOOLS_FILE=str(agents_dir.parent / "tools.toml"),
+        PIAGENT_DEFAULT_AGENT="general",
+        PIAGENT_OLLAMA_URL=fake_ollama.url,
+    )
+    listed = run_cli("tools", env=env, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "  disk_free      command   runs /bin/echo 41% used in / (no shell; 5 s)" in listed.stdout
+    assert "  calculator     built-in  arithmetic only; reaches nothing" in listed.stdout
+    assert "  pi: system_status, calculator, disk_free" in listed.stdout
+    assert "  boss: ask_agent (pi, helper)" in listed.stdout
+    checked = run_cli("check", env=env, cwd=tmp_path)
+    assert "\nTools:\n  boss: ask_agent (pi, helper)\n" in checked.stdout
+    assert "\n  pi: system_status, calculator, disk_free\n" in checked.stdout
+    (agents_dir / "reader.md").write_text("---\ntools: [read_file]\n---\nYou read.\n", encoding="utf-8")
+    broken = run_cli("check", env=env, cwd=tmp_path)
+    assert broken.returncode == 1
+    assert "agent 'reader': tool 'read_file': needs PIAGENT_READ_FILE_DIRS" in broken.stderr
