@@ -168,6 +168,19 @@ class StoreHealth(msgspec.Struct, omit_defaults=True):
     error: str | None = None
 
 
+class McpServerHealth(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One MCP server as `/health?deep=1` and `piagent check` show it (states: idle, starting, ok, backoff,
+    down, closed); `retry_in` is the seconds until a server that failed is tried again."""
+
+    name: str
+    transport: str
+    state: str
+    tools: int = 0
+    restarts: int = 0
+    last_error: str = ""
+    retry_in: float = 0.0
+
+
 class Health(msgspec.Struct, omit_defaults=True):
     """`GET /health`; `conversations` is left out when the store cannot be asked."""
 
@@ -178,6 +191,7 @@ class Health(msgspec.Struct, omit_defaults=True):
     upstreams: list[UpstreamHealth] | None = None  # only with ?deep=1
     store: StoreHealth | None = None
     error: ErrorDetail | None = None
+    mcp: list[McpServerHealth] | None = None  # only with ?deep=1, when MCP servers are configured
 
 
 class ErrorBody(msgspec.Struct):

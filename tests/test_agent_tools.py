@@ -320,3 +320,29 @@ def test_piagent_tools_lists_what_each_agent_can_use_and_check_names_a_broken_on
     broken = run_cli("check", env=env, cwd=tmp_path)
     assert broken.returncode == 1
     assert "agent 'reader': tool 'read_file': needs PIAGENT_READ_FILE_DIRS" in broken.stderr
+
+
+def test_an_agent_takes_tools_from_an_mcp_server_and_deep_health_shows_it(
+    fake_ollama: FakeModel, agents_dir: Path, tmp_path: Path
+) -> None:
+    from piagent import Settings
+    from tests.mcp_harness import SERVER_COMMAND
+
+    mcp_file = tmp_path / "mcp.toml"
+    mcp_file.write_text(f"[mcp.servers.home]\ncommand = {json.dumps(SERVER_COMMAND)}\n", encoding="utf-8")
+    (agents_dir / "house.md").write_text("---\nmcp: [home]\ntools: [clock]\n---\nYou run the house.\n", "utf-8")
+    fake_ollama.queue = [
+        Script(tokens=[], tool_calls=[ToolCall("home__add", {"a": 2, "b": 40})]),
+        Script(tokens=["2 and 40 make 42."]),
+    ]
+    settings = Settings(**settings_for(fake_ollama, agents_dir, "ollama", mcp_file=str(mcp_file)))
+    with serve_in_thread(create_app(settings)) as url, httpx.Client(base_url=url, timeout=60) as http:
+        before = http.get("/health?deep=1").json()["mcp"]
+        assert [(s["name"], s["state"]) for s in before] == [("home", "idle")]  # not started by a health check
+        whole = http.post("/chat", json={"agent": "house", "message": "2 + 40?"}).json()
+        assert whole.get("reply") == "2 and 40 make 42.", whole
+        assert [(s["name"], s["ok"], s["preview"]) for s in whole["steps"]] == [("home__add", True, "42")]
+        offered = {t["function"]["name"] for t in fake_ollama.chat_requests[0]["tools"]}
+        assert {"clock", "home__add", "home__echo"} <= offered
+        after = http.get("/health?deep=1").json()["mcp"]
+        assert (after[0]["state"], after[0]["tools"] > 3) == ("ok", True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -15,7 +15,25 @@ from piagent.settings import Settings
 from piagent.tools.base import Tool
 from piagent.tools.registry import ToolCatalog, http_get_client, tool_limits
 
+if TYPE_CHECKING:
+    from piagent.mcp.servers import McpServers
+
 McpTools = Callable[[Sequence[str]], Awaitable[Sequence[Tool]]]
+
+
+class Acting:
+    """What the lifespan opened for the agents that act: their tools, and the MCP servers (if any)."""
+
+    __slots__ = ("agents", "mcp")
+
+    def __init__(self, agents: dict[str, AgentTools], mcp: McpServers | None) -> None:
+        self.agents = agents
+        self.mcp = mcp
+
+    @property
+    def mcp_tools(self) -> McpTools | None:
+        """Where the chat service gets an agent's MCP tools (None without MCP servers)."""
+        return self.mcp.tools if self.mcp is not None else None
 
 
 def loop_limits(settings: Settings, agent: Agent) -> LoopLimits:
@@ -69,7 +87,7 @@ def _mcp_names(settings: Settings) -> set[str]:
 @asynccontextmanager
 async def open_agent_tools(
     settings: Settings, agents: Agents, client: httpx.AsyncClient, environ: Mapping[str, str]
-) -> AsyncIterator[tuple[dict[str, AgentTools], McpTools | None]]:
+) -> AsyncIterator[Acting]:
     """Each acting agent's tools and limits, and the MCP tools source; closes what it opened (the
     `http_get` client, the MCP servers it started) on the way out. Agents without tools cost nothing."""
     acting_agents = [agent for agent in agents.values() if _acts(agent)]
@@ -78,13 +96,12 @@ async def open_agent_tools(
         if any("http_get" in agent.tools for agent in acting_agents):
             http_client = await stack.enter_async_context(http_get_client(settings))
         catalog = ToolCatalog(settings, http_client=http_client, environ=environ) if acting_agents else None
-        mcp_tools: McpTools | None = None
+        servers = None
         if any(agent.mcp for agent in acting_agents):
             from piagent.mcp.servers import McpServers
 
             servers = McpServers.from_settings(settings, client, environ)
             stack.push_async_callback(servers.aclose)
-            mcp_tools = servers.tools
         acting = {
             agent.name: AgentTools(
                 catalog.for_agent(agent.name, agent.tools) if catalog is not None else {},
@@ -93,4 +110,4 @@ async def open_agent_tools(
             )
             for agent in acting_agents
         }
-        yield acting, mcp_tools
+        yield Acting(acting, servers)

@@ -121,9 +121,7 @@ def _lifespan(
                 if store is not None:
                     await _check_store(store)
                 providers = build_providers(specs, settings, client, upstream_clock)
-                acting, mcp_tools = await resources.enter_async_context(
-                    open_agent_tools(settings, agents, client, environ)
-                )
+                acting = await resources.enter_async_context(open_agent_tools(settings, agents, client, environ))
                 chat = ChatService(
                     agents,
                     providers,
@@ -132,11 +130,11 @@ def _lifespan(
                     max_tokens=settings.max_tokens,
                     log_content=settings.log_content,
                     clock=clock,
-                    acting=acting,
-                    mcp_tools=mcp_tools,
+                    acting=acting.agents,
+                    mcp_tools=acting.mcp_tools,
                     max_delegation_depth=settings.delegation_max_depth,
                 )
-                runtime = Runtime(settings, agents, chat, store, build_agent_list(agents), clock(), client)
+                runtime = Runtime(settings, agents, chat, store, build_agent_list(agents), clock(), client, acting.mcp)
                 async with anyio.create_task_group() as tasks:
                     if store is not None:
                         tasks.start_soon(purge_expired_forever, store, min(settings.memory_ttl, 60.0))

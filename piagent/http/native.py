@@ -70,6 +70,8 @@ async def health(request: Request) -> Response:
     upstreams = await runtime.chat.check_upstreams() if deep else None
     store_health = await _store_health(store) if deep and store is not None else None
     conversations = 0 if store is None else await _count_conversations(store, store_health)
+    # MCP servers are shown, never started here, and never make piagent itself unhealthy: a tool source is down.
+    mcp = runtime.mcp.status() if deep and runtime.mcp is not None else None
     errors = [
         ErrorDetail("upstream_unavailable", upstream.error or f"{upstream.name} is not healthy")
         for upstream in upstreams or ()
@@ -80,10 +82,12 @@ async def health(request: Request) -> Response:
             ErrorDetail("store_unavailable", store_health.error or f"memory store {store_health.name!r} is down")
         )
     if not errors:
-        return JSONResponse(Health("ok", __version__, len(runtime.agents), conversations, upstreams, store_health))
+        return JSONResponse(
+            Health("ok", __version__, len(runtime.agents), conversations, upstreams, store_health, mcp=mcp)
+        )
     # One error: the first one's code (upstreams first, as before), every failing part in the message.
     error = ErrorDetail(errors[0].code, "; ".join(error.message for error in errors))
-    body = Health("degraded", __version__, len(runtime.agents), conversations, upstreams, store_health, error)
+    body = Health("degraded", __version__, len(runtime.agents), conversations, upstreams, store_health, error, mcp)
     return JSONResponse(body, status_code=503)
 
 

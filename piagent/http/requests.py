@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 import httpx
 import msgspec
@@ -16,6 +16,9 @@ from piagent.exceptions import InvalidJSON, NotStarted, PayloadTooLarge, Unsuppo
 from piagent.schemas import AgentList
 from piagent.settings import Settings
 from piagent.stores.base import MemoryStore
+
+if TYPE_CHECKING:
+    from piagent.mcp.servers import McpServers
 
 T = TypeVar("T")
 STATE_KEY = "piagent"
@@ -33,6 +36,7 @@ class Runtime(NamedTuple):
     agent_list: AgentList
     started_at: float = 0.0  # Unix time the lifespan started (the front doors' "created" dates)
     client: httpx.AsyncClient | None = None  # the one shared upstream client (for tests and diagnostics)
+    mcp: McpServers | None = None  # the MCP servers agents take tools from, for /health?deep=1
 
 
 def route_path(scope: Scope) -> str:

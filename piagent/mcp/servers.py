@@ -10,33 +10,23 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import msgspec
 
 from piagent.mcp.client import MAX_NAME, Channel, Session, exposed_name, render_result
 from piagent.mcp.config import McpLimits, ServerConfig, load_servers
 from piagent.mcp.http import HttpChannel, SessionExpired
 from piagent.mcp.messages import CallToolResult, McpError, McpTimeout, McpUnavailable, ToolDefinition
 from piagent.mcp.stdio import StdioChannel
+from piagent.schemas import McpServerHealth as ServerStatus  # one definition, shown by /health and check
 from piagent.settings import Settings
 from piagent.tools.base import Tool, ToolResult
+
+__all__ = ["McpServer", "McpServers", "McpTool", "ServerStatus"]
 
 logger = logging.getLogger("piagent.mcp")
 
 # States: idle (not started yet), starting, ok, backoff (died; a restart is due), down (failed; tried again on
 # the next use once its wait is over), closed.
 Clock = Callable[[], float]
-
-
-class ServerStatus(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """One server as `/health?deep=1` and `piagent check` show it."""
-
-    name: str
-    transport: str
-    state: str
-    tools: int = 0
-    restarts: int = 0
-    last_error: str = ""
-    retry_in: float = 0.0
 
 
 class McpTool:
