@@ -212,6 +212,7 @@ def _piagent_env(fake_port: int, port: int, memory_url: str) -> dict[str, str]:
         PIAGENT_PORT=str(port),
         PIAGENT_OLLAMA_URL=f"http://127.0.0.1:{fake_port}",
         PIAGENT_PROMPTS_DIR=str(ROOT / "prompts"),
+        PIAGENT_TOOLS_FILE=str(ROOT / "prompts" / "tools.toml"),
         PIAGENT_MODEL="bench",
         PIAGENT_MEMORY_URL=memory_url,
         PIAGENT_MEMORY_MAX_CONVERSATIONS="100000",

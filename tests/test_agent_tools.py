@@ -16,19 +16,12 @@ from bench.fakemodel import FakeModel, Script, ToolCall
 from piagent import create_app
 from tests.servers import serve_in_thread
 
-# The README's example agent: how hot is the Pi and how full is the disk?
-PI_AGENT = """---
-description: Watches the Pi.
-tools: [system_status, calculator, disk_free]
----
-You look after this Raspberry Pi. Use your tools; answer in one sentence.
-"""
-COMMANDS = """
-[tools.disk_free]
-description = "Free space on the root file system"
-argv = ["/bin/echo", "41% used"]
-timeout = 5
-
+REPO = Path(__file__).resolve().parent.parent
+# The README's example agent, as shipped: how hot is the Pi and how full is the disk?
+PI_AGENT = (REPO / "prompts" / "pi.md").read_text(encoding="utf-8")
+COMMANDS = (
+    (REPO / "prompts" / "tools.toml").read_text(encoding="utf-8")
+    + """
 [tools.nap]
 description = "Waits"
 argv = ["/bin/sleep", "{seconds}"]
@@ -38,8 +31,9 @@ type = "integer"
 minimum = 1
 maximum = 60
 """
+)
 QUESTION = "How hot is the Pi and how full is the disk?"
-ANSWER = ["The Pi is", " warm", " and the disk is 41% used."]
+ANSWER = ["The Pi is", " warm", " and the disk is 11% used."]
 
 
 @pytest.fixture
@@ -86,7 +80,7 @@ def script_pi_question(fake: FakeModel) -> None:
             tool_calls=[
                 ToolCall("system_status", {}),
                 ToolCall("calculator", {"expression": "100 - 59"}),
-                ToolCall("disk_free", {}),
+                ToolCall("disk_usage", {}),
             ],
             done_reason="tool_calls",
         ),
@@ -116,22 +110,27 @@ def test_an_agent_answers_with_its_tools_and_streams_each_step(served: tuple[str
         kinds = [kind for kind, _ in events]
         assert kinds == ["tool_call"] * 3 + ["tool_result"] * 3 + ["token"] * 3 + ["done"]
         calls = [data for kind, data in events if kind == "tool_call"]
-        assert [c["name"] for c in calls] == ["system_status", "calculator", "disk_free"]
+        assert [c["name"] for c in calls] == ["system_status", "calculator", "disk_usage"]
         assert json.loads(calls[1]["arguments"]) == {"expression": "100 - 59"}
         results = {data["name"]: data for kind, data in events if kind == "tool_result"}
         assert all(r["ok"] for r in results.values()), events
         assert results["calculator"]["preview"] == "41"
-        assert results["disk_free"]["preview"] == "41% used"
+        assert results["disk_usage"]["preview"].startswith("Filesystem")  # df -h / ran, no shell
+        assert results["disk_usage"]["preview"].endswith(" /")
         assert "load" in results["system_status"]["preview"]
         assert "".join(data["text"] for kind, data in events if kind == "token") == "".join(ANSWER)
 
         # The model's second call carried the calls and their results, in its own protocol.
         second = fake.chat_requests[1]["messages"]
         assert [m["role"] for m in second[-4:]] == ["assistant", "tool", "tool", "tool"]
-        assert [c["function"]["name"] for c in second[-4]["tool_calls"]] == ["system_status", "calculator", "disk_free"]
+        assert [c["function"]["name"] for c in second[-4]["tool_calls"]] == [
+            "system_status",
+            "calculator",
+            "disk_usage",
+        ]
         assert second[-2]["content"] == "41"
         tools_offered = {t["function"]["name"] for t in fake.chat_requests[0]["tools"]}
-        assert tools_offered == {"system_status", "calculator", "disk_free"}
+        assert tools_offered == {"system_status", "calculator", "disk_usage"}
 
         # Memory keeps the whole exchange: the next turn sends it upstream, and the API shows it.
         conversation = response.headers["x-conversation-id"]
@@ -141,7 +140,7 @@ def test_an_agent_answers_with_its_tools_and_streams_each_step(served: tuple[str
         assert [m["role"] for m in third[1:]] == ["user", "assistant", "tool", "tool", "tool", "assistant", "user"]
         turns = http.get(f"/conversations/{conversation}").json()["turns"]
         assert [t["role"] for t in turns[:6]] == ["user", "assistant", "tool", "tool", "tool", "assistant"]
-        assert [c["name"] for c in turns[1]["tool_calls"]] == ["system_status", "calculator", "disk_free"]
+        assert [c["name"] for c in turns[1]["tool_calls"]] == ["system_status", "calculator", "disk_usage"]
         assert turns[3]["name"] == "calculator"
         assert turns[5]["text"] == "".join(ANSWER)
 
@@ -167,7 +166,7 @@ def test_plain_text_streams_only_the_words_and_json_lists_the_steps(served: tupl
         assert [(s["name"], s["ok"]) for s in whole["steps"]] == [
             ("system_status", True),
             ("calculator", True),
-            ("disk_free", True),
+            ("disk_usage", True),
         ]
         assert whole["usage"]["prompt_tokens"] == 14  # both model calls counted
 
@@ -278,10 +277,11 @@ def test_a_tool_an_agent_lists_must_exist_at_start_up(fake_ollama: FakeModel, ag
         create_app(Settings(**settings_for(fake_ollama, agents_dir, "ollama")))
 
 
-def test_no_tool_module_is_imported_when_no_agent_acts() -> None:
+def test_no_tool_module_is_imported_when_no_agent_acts(tmp_path: Path) -> None:
+    (tmp_path / "general.md").write_text("You talk.\n", encoding="utf-8")
     code = (
         "import sys; from piagent import create_app, Settings; "
-        "create_app(Settings(prompts_dir='prompts')); "
+        f"create_app(Settings(prompts_dir={str(tmp_path)!r})); "
         "print(sorted(m for m in sys.modules if m.startswith(('piagent.tools.', 'piagent.mcp'))))"
     )
     import subprocess
@@ -309,13 +309,13 @@ def test_piagent_tools_lists_what_each_agent_can_use_and_check_names_a_broken_on
     )
     listed = run_cli("tools", env=env, cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
-    assert "  disk_free      command   runs /bin/echo 41% used in / (no shell; 5 s)" in listed.stdout
+    assert "  disk_usage     command   runs /usr/bin/df -h / in / (no shell; 5 s)" in listed.stdout
     assert "  calculator     built-in  arithmetic only; reaches nothing" in listed.stdout
-    assert "  pi: system_status, calculator, disk_free" in listed.stdout
+    assert "  pi: system_status, calculator, disk_usage" in listed.stdout
     assert "  boss: ask_agent (pi, helper)" in listed.stdout
     checked = run_cli("check", env=env, cwd=tmp_path)
     assert "\nTools:\n  boss: ask_agent (pi, helper)\n" in checked.stdout
-    assert "\n  pi: system_status, calculator, disk_free\n" in checked.stdout
+    assert "\n  pi: system_status, calculator, disk_usage\n" in checked.stdout
     (agents_dir / "reader.md").write_text("---\ntools: [read_file]\n---\nYou read.\n", encoding="utf-8")
     broken = run_cli("check", env=env, cwd=tmp_path)
     assert broken.returncode == 1

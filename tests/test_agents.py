@@ -124,5 +124,6 @@ def test_resolve_finds_by_name_and_lists_the_known_ones_otherwise(prompts_dir: P
 
 def test_the_shipped_agents_load() -> None:
     agents = load_agents(ROOT / "prompts", "general", "m", 20)
-    assert {"general", "shell"} <= set(agents)
+    assert {"general", "shell", "pi"} <= set(agents)
+    assert agents["pi"].tools == ("system_status", "calculator", "disk_usage")
     assert all(agent.description and agent.system_prompt for agent in agents.values())

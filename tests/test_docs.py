@@ -90,7 +90,11 @@ def run_example(tmp_path: Path, serve: Callable[..., Any]) -> Iterator[Callable[
         pytest.fail("the docs' examples need curl (Debian's package `curl`)")
     (tmp_path / ".curlrc").write_text("fail-with-body\nshow-error\nmax-time = 20\n", encoding="utf-8")
     prompts = str(ROOT / "prompts")
-    with serve(prompts_dir=prompts) as open_url, serve(prompts_dir=prompts, api_keys=(KEY,)) as keyed_url:
+    tools = str(ROOT / "prompts" / "tools.toml")  # as config.env says
+    with (
+        serve(prompts_dir=prompts, tools_file=tools) as open_url,
+        serve(prompts_dir=prompts, tools_file=tools, api_keys=(KEY,)) as keyed_url,
+    ):
 
         def run(command: str) -> str:
             url = keyed_url if "$KEY" in command else open_url
