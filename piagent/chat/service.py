@@ -1,9 +1,8 @@
-"""The chat service: agent, memory and prompt around one provider call; knows nothing of HTTP."""
+"""The chat service: agent, memory and prompt around the provider calls of a reply; knows nothing of HTTP."""
 
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import aclosing
@@ -11,9 +10,10 @@ from contextvars import ContextVar
 from typing import Any
 
 import anyio
-import msgspec
 
 from piagent.agents import Agent, Agents
+from piagent.chat.history import messages_of, record_result, turn_of
+from piagent.chat.prepared import ChatItem, PreparedChat, new_conversation_id
 from piagent.exceptions import StoreUnavailable, ValidationFailed
 from piagent.generations import GenerationLimiter
 from piagent.loop import AgentTools, LoopDone, run_loop
@@ -29,65 +29,11 @@ from piagent.schemas import (
     UpstreamHealth,
     Usage,
 )
-from piagent.stores.base import ASSISTANT, TOOL, USER, MemoryStore, ToolCallRecord, Turn
+from piagent.stores.base import ASSISTANT, USER, MemoryStore, Turn
 from piagent.tools.base import Tool, ToolError
 from piagent.tools.delegate import AskAgent
 
 logger = logging.getLogger("piagent.chat")
-# What a reply stream yields: text pieces, the client's tool calls, the agent's tool steps, then the reply.
-ChatItem = str | ToolCall | ToolCallEvent | ToolResultEvent | ChatResponse
-
-
-def new_conversation_id() -> str:
-    """A random, unguessable conversation id (128 bits, URL-safe)."""
-    return secrets.token_urlsafe(16)
-
-
-class PreparedChat:
-    """Everything one provider call needs, resolved before any byte goes upstream."""
-
-    __slots__ = (
-        "acting",
-        "agent",
-        "conversation_id",
-        "message",
-        "messages",
-        "options",
-        "output",
-        "owner",
-        "provider",
-        "remember",
-        "tools",
-    )
-
-    def __init__(
-        self,
-        agent: Agent,
-        conversation_id: str,
-        owner: str,
-        message: str,
-        messages: list[Message],
-        options: dict[str, Any],
-        provider: Provider,
-        remember: bool = True,
-        tools: Tools | None = None,
-        output: OutputFormat | None = None,
-        acting: AgentTools | None = None,
-    ) -> None:
-        self.agent = agent
-        self.conversation_id = conversation_id
-        self.owner = owner
-        self.message = message
-        self.messages = messages
-        self.options = options
-        self.provider = provider
-        # False for the stateless front doors (OpenAI, Ollama): the client keeps the history.
-        self.remember = remember
-        # What the client offers the model (the front doors): its tools, and the shape of a structured reply.
-        self.tools = tools
-        self.output = output
-        # The agent's own tools, which piagent runs in a loop (when the client brought none of its own).
-        self.acting = acting
 
 
 class ChatService:
@@ -160,7 +106,7 @@ class ChatService:
             # before the model spends seconds on a reply that could not be remembered.
             history = await self.store.history(conversation_id, owner, agent.max_turns)
         messages = self._system(agent)
-        messages.extend(_messages_of(history))
+        messages.extend(messages_of(history))
         messages.append(Message(USER, request.message))
         options = self._options(agent, request.options)
         if self._log_content:
@@ -261,7 +207,7 @@ class ChatService:
                     elif type(item) is ToolCallEvent:
                         shown.append(ToolStep(item.id, item.name, item.arguments))
                     elif type(item) is ToolResultEvent:
-                        _record_result(shown, item)
+                        record_result(shown, item)
                     elif type(item) is LoopDone:
                         completion, final = item.completion, item.text
                         continue
@@ -362,41 +308,10 @@ class ChatService:
         now = self._clock()
         turns = (
             Turn(USER, chat.message, now, False),
-            *(_turn_of(step, now) for step in steps),
+            *(turn_of(step, now) for step in steps),
             Turn(ASSISTANT, reply, now, interrupted),
         )
         # Shielded: this also runs while the request is being cancelled (the client left), and a
         # cancelled await here would lose the exchange.
         with anyio.CancelScope(shield=True):
             await self.store.append(chat.conversation_id, chat.owner, turns, chat.agent.max_turns, chat.agent.name)
-
-
-def _turn_of(step: Message, now: float) -> Turn:
-    """A tool step (the assistant's calls, or a result) as memory keeps it."""
-    calls = tuple(ToolCallRecord(c.id, c.name, c.arguments) for c in step.tool_calls)
-    role = TOOL if step.role == TOOL else ASSISTANT
-    return Turn(role, step.content, now, False, calls, step.tool_call_id, step.tool_name)
-
-
-def _messages_of(history: Sequence[Turn]) -> list[Message]:
-    """Remembered turns as messages; turns before the first user message (the start of a tool step that
-    the `max_turns` trim cut in half) are left out, since an upstream refuses a result without its call."""
-    start = next((i for i, turn in enumerate(history) if turn.role == USER), len(history))
-    return [
-        Message(
-            turn.role,
-            turn.text,
-            tuple(ToolCall(c.id, c.name, c.arguments) for c in turn.tool_calls),
-            turn.tool_call_id,
-            turn.name,
-        )
-        for turn in history[start:]
-    ]
-
-
-def _record_result(shown: list[ToolStep], result: ToolResultEvent) -> None:
-    """Complete the shown step of the call this result answers."""
-    for index in range(len(shown) - 1, -1, -1):
-        if shown[index].id == result.id:
-            shown[index] = msgspec.structs.replace(shown[index], ok=result.ok, preview=result.preview)
-            return
