@@ -151,7 +151,11 @@ async def _run_calls(
         tool_limits = msgspec.structs.replace(limits.tool, timeout=timeout)
         results[index] = await call_tool(tools, call.name, call.arguments, tool_limits)
 
+    running = calls[: limits.max_calls]
+    if len(running) == 1:  # the common step: no task group to pay for
+        await run(0, running[0])
+        return results
     async with anyio.create_task_group() as group:
-        for index, call in enumerate(calls[: limits.max_calls]):
+        for index, call in enumerate(running):
             group.start_soon(run, index, call)
     return results
