@@ -2,8 +2,8 @@
 
 It answers `initialize` properly (unless the mode is about the handshake) and lists one tool, `go`;
 calling `go` shows the misbehaviour, calling `cancelled` lists the request ids the client cancelled.
-Modes: ok, crash, env, hang, garbage, long, wrong-id, version, silent, pages, ping, oversize-tool,
-bad-schema.
+Modes: ok, crash, env, grow, hang, garbage, long, wrong-id, version, silent, pages, ping,
+oversize-tool, bad-schema.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def tool(name: str, **extra: object) -> dict[str, object]:
     return {"name": name, "description": f"The {name} tool.", "inputSchema": {"type": "object"}, **extra}
 
 
-def list_tools(mode: str, params: dict[str, object]) -> dict[str, object]:
+def list_tools(mode: str, params: dict[str, object], grown: bool) -> dict[str, object]:
     if mode == "pages":
         # Three pages of two tools, then a page that repeats its cursor (a loop piagent must not follow).
         page = int(str(params.get("cursor", "0")))
@@ -33,6 +33,8 @@ def list_tools(mode: str, params: dict[str, object]) -> dict[str, object]:
         return {"tools": [tool("big", description="x" * 5000), tool("go"), tool("dotted.name/x")]}
     if mode == "bad-schema":
         return {"tools": [{"name": "go", "inputSchema": "not an object"}]}
+    if mode == "grow" and grown:
+        return {"tools": [tool("go"), tool("extra")]}
     return {"tools": [tool("go")]}
 
 
@@ -41,6 +43,7 @@ def main() -> None:
     pending: object = None  # the call waiting for the client's replies (mode ping)
     replies: dict[object, dict[str, object]] = {}
     cancelled: list[object] = []  # request ids the client gave up on, told by notifications/cancelled
+    grown = False  # mode grow: calling `go` adds a tool and says so
     for line in sys.stdin:
         message = json.loads(line)
         method, request_id = message.get("method"), message.get("id")
@@ -62,7 +65,8 @@ def main() -> None:
             info = {"name": "fake", "version": "0"}
             send({"jsonrpc": "2.0", "id": request_id, "result": {"protocolVersion": version, "serverInfo": info}})
         elif method == "tools/list":
-            send({"jsonrpc": "2.0", "id": request_id, "result": list_tools(mode, message.get("params") or {})})
+            result = list_tools(mode, message.get("params") or {}, grown)
+            send({"jsonrpc": "2.0", "id": request_id, "result": result})
         elif method == "tools/call" and message["params"]["name"] == "cancelled":
             content = [{"type": "text", "text": json.dumps(cancelled)}]
             send({"jsonrpc": "2.0", "id": request_id, "result": {"content": content}})
@@ -72,6 +76,10 @@ def main() -> None:
             elif mode == "long":
                 content = [{"type": "text", "text": "x" * 100_000}]
                 send({"jsonrpc": "2.0", "id": request_id, "result": {"content": content}})
+            elif mode == "grow":
+                grown = True
+                send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
+                send({"jsonrpc": "2.0", "id": request_id, "result": {"content": [{"type": "text", "text": "ok"}]}})
             elif mode == "crash":
                 os._exit(3)
             elif mode == "env":

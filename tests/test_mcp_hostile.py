@@ -93,6 +93,16 @@ async def test_a_late_answer_to_a_call_given_up_on_is_ignored() -> None:
         await server.aclose()
 
 
+async def test_a_stdio_server_whose_tools_changed_has_them_listed_again() -> None:
+    server = McpServer(fake_config("grow"), LIMITS, None, ENVIRON)
+    try:
+        assert [tool.name for tool in await server.tools()] == ["bad__go"]
+        assert await server.call("go", {}) == ToolResult(True, "ok")
+        assert [tool.name for tool in await server.tools()] == ["bad__go", "bad__extra"]
+    finally:
+        await server.aclose()
+
+
 async def test_tools_are_read_page_by_page_and_a_repeated_cursor_ends_the_list() -> None:
     server = McpServer(fake_config("pages"), LIMITS, None, ENVIRON)
     try:
@@ -143,6 +153,7 @@ class FakeHttpServer:
         self.sessions = 0
         self.deleted: list[str] = []
         self.replies: list[dict[str, Any]] = []
+        self.grown = False  # mode grow: a call adds a tool and says so
         self.app = Starlette(routes=[Route("/mcp", self.endpoint, methods=["POST", "DELETE"])])
 
     async def endpoint(self, request: Request) -> Response:
@@ -163,7 +174,8 @@ class FakeHttpServer:
                 {"jsonrpc": "2.0", "id": request_id, "result": result}, {"mcp-session-id": f"s{self.sessions}"}
             )
         if method == "tools/list":
-            tools = [{"name": "go", "inputSchema": {"type": "object"}}]
+            names = ["go", "extra"] if self.grown else ["go"]
+            tools = [{"name": name, "inputSchema": {"type": "object"}} for name in names]
             return self.json({"jsonrpc": "2.0", "id": request_id, "result": {"tools": tools}})
         answer = {"jsonrpc": "2.0", "id": request_id, "result": {"content": [{"type": "text", "text": "ok"}]}}
         if self.mode == "expire" and request.headers.get("mcp-session-id") == "s1":
@@ -182,6 +194,10 @@ class FakeHttpServer:
         if self.mode == "sse-no-answer":
             body = b'event: message\ndata: {"jsonrpc": "2.0", "method": "notifications/progress", "params": {}}\n\n'
             return Response(body, media_type="text/event-stream")
+        if self.mode == "grow":
+            self.grown = True
+            changed = b'data: {"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}\n\n'
+            return Response(changed + b"data: " + msgspec.json.encode(answer) + b"\n\n", media_type="text/event-stream")
         if self.mode == "sse-ping":
             ping = b'data: {"jsonrpc": "2.0", "id": "p1", "method": "ping"}\n\n'
             answer["result"] = {"content": [{"type": "text", "text": "after ping"}]}
@@ -286,3 +302,17 @@ async def test_one_broken_server_leaves_the_others_tools_available() -> None:
         assert [(status.name, status.state) for status in await servers.check()] == [("good", "ok"), ("gone", "down")]
     finally:
         await servers.aclose()
+
+
+@pytest.mark.parametrize("http_server", ["grow"], indirect=True)
+async def test_a_server_whose_tools_changed_has_them_listed_again(http_server: tuple[FakeHttpServer, str]) -> None:
+    _, url = http_server
+    async with httpx.AsyncClient(trust_env=False) as client:
+        server = McpServer(ServerConfig(name="web", url=url), LIMITS, client, ENVIRON)
+        try:
+            assert [tool.name for tool in await server.tools()] == ["web__go"]
+            assert await server.call("go", {}) == ToolResult(True, "ok")
+            assert [tool.name for tool in await server.tools()] == ["web__go", "web__extra"]
+            assert server.status().tools == 2
+        finally:
+            await server.aclose()

@@ -33,6 +33,8 @@ MAX_NAME = 64  # what OpenAI's function names allow (^[a-zA-Z0-9_-]{1,64}$)
 class Channel(Protocol):
     """A transport to one MCP server: requests answered by id, notifications, and a way to end it."""
 
+    tools_changed: bool  # set when the server sends notifications/tools/list_changed
+
     @property
     def broken(self) -> str | None:
         """Why the channel can no longer be used, or None while it can."""

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from piagent.mcp.messages import (
+    TOOLS_CHANGED,
     Incoming,
     McpError,
     McpProtocolError,
@@ -80,6 +81,7 @@ class HttpChannel:
         self._session_id: str | None = None
         self._version: str | None = None
         self._broken: str | None = None
+        self.tools_changed = False  # the server said its tool list changed: list it again before use
 
     @property
     def broken(self) -> str | None:
@@ -160,6 +162,8 @@ class HttpChannel:
                 if message.method is not None:
                     if message.id is not None:
                         await self._reply(reply_to(message))
+                    elif message.method == TOOLS_CHANGED:
+                        self.tools_changed = True
                     continue
                 return self._result(request_id, method, message)
             raise McpProtocolError(f"ended the event stream without answering {method}")

@@ -26,6 +26,8 @@ LATEST_PROTOCOL_VERSION = PROTOCOL_VERSIONS[-1]
 
 # JSON-RPC error codes piagent sends when it answers a server's request.
 METHOD_NOT_FOUND = -32601
+# The one notification piagent acts on: the server's tools changed, so they are listed again.
+TOOLS_CHANGED = "notifications/tools/list_changed"
 
 
 class McpError(PiagentError):

@@ -104,8 +104,17 @@ class McpServer:
         )
 
     async def tools(self) -> list[McpTool]:
-        """Its tools, starting it if it is not running."""
-        await self._running()
+        """Its tools, starting it if it is not running, listed again if it said they changed."""
+        session = await self._running()
+        if session.channel.tools_changed:
+            async with self._lock:
+                if session.channel.tools_changed:
+                    session.channel.tools_changed = False
+                    try:
+                        self._tools = await self._list_tools(session)
+                    except BaseException:
+                        session.channel.tools_changed = True  # the next use tries again
+                        raise
         return list(self._tools)
 
     async def call(self, tool: str, arguments: dict[str, Any]) -> ToolResult:
@@ -172,7 +181,7 @@ class McpServer:
                 async with asyncio.timeout(seconds):
                     await channel.start()
                     await session.initialize(seconds)
-                    definitions = await session.list_tools(seconds, self.limits.max_tools, self.limits.max_tool_bytes)
+                    tools = await self._list_tools(session)
             except TimeoutError as exc:
                 raise McpTimeout(f"did not finish starting within {seconds:g} s") from exc
         except McpError as exc:
@@ -183,12 +192,16 @@ class McpServer:
             await channel.aclose()
             self.state = "down" if self.state == "starting" else self.state
             raise
-        self._tools = self._adapt(definitions)
+        self._tools = tools
         self._session = session
         self._started_at = self._clock()
         self.state = "ok"
         logger.info("mcp server %r started: %d tools", self.name, len(self._tools))
         return session
+
+    async def _list_tools(self, session: Session) -> list[McpTool]:
+        limits = self.limits
+        return self._adapt(await session.list_tools(limits.start_timeout, limits.max_tools, limits.max_tool_bytes))
 
     def _adapt(self, definitions: Iterable[ToolDefinition]) -> list[McpTool]:
         tools: list[McpTool] = []

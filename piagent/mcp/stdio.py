@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 from piagent.mcp.messages import (
+    TOOLS_CHANGED,
     Incoming,
     McpProtocolError,
     McpTimeout,
@@ -74,6 +75,7 @@ class StdioChannel(asyncio.SubprocessProtocol):
         self._abandoned: deque[int] = deque(maxlen=_ABANDONED_IDS)
         self._ids = itertools.count(1)
         self._broken: str | None = None
+        self.tools_changed = False  # the server said its tool list changed: list it again before use
         self._closing = False
         self._ending: asyncio.TimerHandle | None = None
         self._stopping: asyncio.Task[None] | None = None
@@ -178,7 +180,9 @@ class StdioChannel(asyncio.SubprocessProtocol):
         if message.method is not None:
             if message.id is not None:
                 self._write(reply_to(message))
-            return  # a notification (log, progress, list changed): nothing piagent acts on
+            elif message.method == TOOLS_CHANGED:
+                self.tools_changed = True
+            return  # any other notification (log, progress): nothing piagent acts on
         future = self._pending.get(message.id) if isinstance(message.id, int) else None
         if future is None:
             if message.id in self._abandoned:
