@@ -1,11 +1,9 @@
 """Tool calls and structured output through both front doors in front of both upstream protocols, driven by
 the real `openai` and `ollama` packages against piagent served for real.
 
-Each round trip is what agent frameworks do: LangChain's `bind_tools` sends `tools` and reads the calls back
-(then sends the assistant's calls and a `tool` message with the result), pydantic-ai's structured output
-sends `response_format` `json_schema` (`strict`) and parses the JSON text of the reply. The frameworks are
-not installed (they pull dozens of packages); these tests send exactly what they send, through the same
-client packages they are built on.
+Each round trip is what agent frameworks do (tests/test_frameworks.py drives LangChain and pydantic-ai
+themselves): send `tools` and read the calls back, then send the assistant's calls and a `tool` message
+with the result; or send `response_format` / `format` and parse the JSON text of the reply.
 """
 
 from __future__ import annotations
