@@ -10,7 +10,7 @@ MODEL_VENV ?= .venv-model
 # then pip's wheel cache serves it.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF
 
-.PHONY: run check test test-model lint bench soak clean
+.PHONY: run check test test-model lint bench soak clean system-packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,7 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
+# With no model server reachable, the log says what `make check` would (piagent checks it once, beside serving).
 run: $(VENV)/.runtime
 	$(BIN)/python -m piagent
 
@@ -37,8 +38,12 @@ lint: $(VENV)/.dev
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 
+# redis-server and chromium, which the suite drives, installed when missing (with sudo when not root).
+system-packages:
+	sh tests/system-packages.sh
+
 # The coverage gate counts piagent's own code run in the test process (96% when it was set).
-test: lint
+test: lint system-packages
 	$(BIN)/python -m pytest -q --cov=piagent --cov-report=term-missing:skip-covered --cov-fail-under=95
 
 $(MODEL_VENV)/.model: requirements-model.txt

@@ -5,13 +5,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from piagent.exceptions import PiagentError
 from piagent.settings import Settings
+from piagent.version import __version__
+
+if TYPE_CHECKING:
+    from piagent.agents import Agents
+
+logger = logging.getLogger("piagent.check")
 
 
 def _log_config(level: str) -> dict[str, Any]:
@@ -54,7 +61,8 @@ def serve(settings: Settings) -> int:
 
         notifier = Notifier.from_env(os.environ)
         watchdog = watchdog_interval(os.environ, os.getpid())
-    server = build_server(config, settings.shutdown_grace, notifier, watchdog)
+    after_start = (lambda: warn_upstream(settings)) if settings.startup_check else None
+    server = build_server(config, settings.shutdown_grace, notifier, watchdog, after_start)
     try:
         with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl+C forces the exit: no traceback for it
             server.run()
@@ -62,6 +70,31 @@ def serve(settings: Settings) -> int:
         if notifier is not None:
             notifier.close()
     return 0 if server.started else 3
+
+
+async def warn_upstream(settings: Settings) -> None:
+    """Once serving, check the model servers as `piagent check` does and log each problem with its fix.
+
+    A Pi owner who runs piagent before the model server then reads why in the log at once, instead of a
+    bare connection error on the first request. It runs beside serving, so start-up never waits for it.
+    """
+    from piagent.checks import Report, check_upstream
+
+    report = Report()
+    await check_upstream(settings, _agents_or_none(settings), report)
+    for problem in report.problems:
+        logger.warning("%s (`piagent check` says more)", problem)
+
+
+def _agents_or_none(settings: Settings) -> Agents | None:
+    from piagent.agents import load_agents
+
+    try:
+        return load_agents(
+            settings.prompts_dir, settings.default_agent, settings.model, settings.memory_max_turns, settings.provider
+        )
+    except PiagentError:  # already refused at start-up; never here in practice
+        return None
 
 
 def list_agents(settings: Settings) -> int:
@@ -126,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "config: print the settings (secrets masked); check: try the settings, agents, tools, model server and "
         "memory store, and say what to fix",
     )
+    parser.add_argument("--version", action="version", version=f"piagent {__version__}")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()

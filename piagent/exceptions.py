@@ -21,6 +21,8 @@ One handler registered for `PiagentError` turns any of them into
     │   ├── ConversationNotFound .... 404 (unknown, expired or someone else's)
     │   └── RateLimited ............. 429 (this key's requests a minute; Retry-After)
     ├── Busy ........................ 503 (every generation slot and queue place is taken; Retry-After)
+    ├── LowMemory ................... 503 (the machine's available memory is under the limit; Retry-After)
+    ├── TooHot ...................... 503 (the SoC is over the temperature limit; Retry-After)
     ├── ShuttingDown ................ 503 (the server is stopping; generations are refused or ended)
     ├── TooManyConnections .......... 503 (over the open-connection cap; written by the protocol)
     ├── UpstreamError ............... 502 (carries the upstream's own message)
@@ -183,6 +185,28 @@ class Busy(PiagentError):
     """Every generation slot and every place in the wait queue is taken; Retry-After estimates when one frees."""
 
     code = "busy"
+    status_code = 503
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+class LowMemory(PiagentError):
+    """The machine has less memory available than PIAGENT_MIN_AVAILABLE_MB; a generation could wake the OOM killer."""
+
+    code = "low_memory"
+    status_code = 503
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+class TooHot(PiagentError):
+    """The SoC is hotter than PIAGENT_MAX_TEMPERATURE_C: it throttles, and a generation would heat it further."""
+
+    code = "too_hot"
     status_code = 503
 
     def __init__(self, message: str, retry_after: int) -> None:

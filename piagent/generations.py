@@ -36,10 +36,18 @@ class _Waiter:
 class GenerationLimiter:
     """At most `max_active` generations at once and `max_waiting` queued; drained on shutdown."""
 
-    def __init__(self, max_active: int, max_waiting: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        max_active: int,
+        max_waiting: int,
+        clock: Callable[[], float] = time.monotonic,
+        admit: Callable[[], None] | None = None,
+    ) -> None:
         self.max_active = max_active
         self.max_waiting = max_waiting
         self._clock = clock
+        # Asked before a generation takes a slot or a queue place; raises to refuse it (piagent.hardware).
+        self._admit = admit
         self._active = 0
         self._waiters: deque[_Waiter] = deque()
         self._closed = False
@@ -71,10 +79,13 @@ class GenerationLimiter:
     async def acquire(self) -> float:
         """Take a slot, waiting in the queue if need be; returns the start time to hand to `release`.
 
-        Raises `Busy` when the queue is full and `ShuttingDown` once draining has begun.
+        Raises `Busy` when the queue is full, `ShuttingDown` once draining has begun, and whatever `admit`
+        raises (LowMemory, TooHot) when the machine cannot take a generation now.
         """
         if self._closed:
             raise ShuttingDown("piagent is shutting down and starts no new generation")
+        if self._admit is not None:
+            self._admit()
         if self._active < self.max_active and not self._waiters:
             self._active += 1
             return self._clock()

@@ -181,6 +181,13 @@ class McpServerHealth(msgspec.Struct, kw_only=True, omit_defaults=True):
     retry_in: float = 0.0
 
 
+class MachineHealth(msgspec.Struct, omit_defaults=True):
+    """The machine as admission last read it (`/proc/meminfo`, thermal zone 0); a field is absent without its file."""
+
+    available_mb: int | None = None
+    temperature_c: float | None = None
+
+
 class Health(msgspec.Struct, omit_defaults=True):
     """`GET /health`; `conversations` is left out when the store cannot be asked."""
 
@@ -192,6 +199,7 @@ class Health(msgspec.Struct, omit_defaults=True):
     store: StoreHealth | None = None
     error: ErrorDetail | None = None
     mcp: list[McpServerHealth] | None = None  # only with ?deep=1, when MCP servers are configured
+    machine: MachineHealth | None = None
 
 
 class ErrorBody(msgspec.Struct):

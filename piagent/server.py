@@ -19,6 +19,7 @@ import logging
 import math
 import resource
 import socket
+from collections.abc import Awaitable, Callable
 
 import uvicorn
 
@@ -78,13 +79,20 @@ class GracefulServer(uvicorn.Server):
     """A uvicorn Server whose shutdown drains piagent's generations within `grace` seconds."""
 
     def __init__(
-        self, config: uvicorn.Config, grace: float, notifier: Notifier | None = None, watchdog: float | None = None
+        self,
+        config: uvicorn.Config,
+        grace: float,
+        notifier: Notifier | None = None,
+        watchdog: float | None = None,
+        after_start: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__(config)
         self.grace = grace
         self.notifier = notifier
         self.watchdog = watchdog if notifier is not None else None
+        self.after_start = after_start
         self._watchdog_timer: asyncio.TimerHandle | None = None
+        self._after_start_task: asyncio.Task[None] | None = None
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         """uvicorn's serve; the watchdog pings stop with it."""
@@ -93,6 +101,9 @@ class GracefulServer(uvicorn.Server):
         finally:
             if self._watchdog_timer is not None:
                 self._watchdog_timer.cancel()
+            if self._after_start_task is not None:
+                self._after_start_task.cancel()
+                await asyncio.gather(self._after_start_task, return_exceptions=True)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         """Run the lifespan and bind; then tell systemd piagent is ready, and start the watchdog pings."""
@@ -101,6 +112,16 @@ class GracefulServer(uvicorn.Server):
             self.notifier.send(b"READY=1")
             if self.watchdog is not None:
                 self._ping_watchdog(self.notifier, self.watchdog)
+        if self.started and self.after_start is not None:
+            # Beside serving, never before it: a slow model server must not delay READY or the first request.
+            self._after_start_task = asyncio.ensure_future(self._run_after_start(self.after_start))
+
+    @staticmethod
+    async def _run_after_start(after_start: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await after_start()
+        except Exception:  # a start-up report that fails must never stop the server
+            logger.exception("the start-up check failed")
 
     def _ping_watchdog(self, notifier: Notifier, interval: float) -> None:
         # A timer on the event loop itself: a blocked loop stops pinging, and systemd restarts piagent.
@@ -141,11 +162,16 @@ class GracefulServer(uvicorn.Server):
 
 
 def build_server(
-    config: uvicorn.Config, grace: float, notifier: Notifier | None = None, watchdog: float | None = None
+    config: uvicorn.Config,
+    grace: float,
+    notifier: Notifier | None = None,
+    watchdog: float | None = None,
+    after_start: Callable[[], Awaitable[None]] | None = None,
 ) -> GracefulServer:
     """A GracefulServer whose uvicorn backstop comes `BACKSTOP_SECONDS` after the grace period.
 
-    With a `notifier` it tells systemd READY and STOPPING, and pings its watchdog every `watchdog` seconds.
+    With a `notifier` it tells systemd READY and STOPPING, and pings its watchdog every `watchdog` seconds;
+    `after_start` runs once in the background when serving has begun (the CLI's model server check).
     """
     config.timeout_graceful_shutdown = math.ceil(grace + BACKSTOP_SECONDS)
-    return GracefulServer(config, grace, notifier, watchdog)
+    return GracefulServer(config, grace, notifier, watchdog, after_start)

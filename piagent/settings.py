@@ -382,6 +382,18 @@ KEYS: tuple[_Key, ...] = (
         "Generations waiting for a slot at most; past them the answer is 503 `busy` with Retry-After.",
     ),
     _Key(
+        "PIAGENT_MIN_AVAILABLE_MB",
+        "min_available_mb",
+        _integer(0, 1_000_000),
+        "A generation is refused (503 `low_memory`) while MemAvailable (/proc/meminfo) is under this many MiB; 0: off.",
+    ),
+    _Key(
+        "PIAGENT_MAX_TEMPERATURE_C",
+        "max_temperature_c",
+        _integer(0, 150),
+        "A generation is refused (503 `too_hot`) while thermal zone 0 (the Pi's SoC) is over this many °C; 0: off.",
+    ),
+    _Key(
         "PIAGENT_MAX_HEADER_BYTES",
         "max_header_bytes",
         _integer(1024, 1024 * 1024),
@@ -505,6 +517,12 @@ KEYS: tuple[_Key, ...] = (
     ),
     _Key("PIAGENT_LOG_LEVEL", "log_level", _choice(*_LOG_LEVELS), "Log level."),
     _Key("PIAGENT_ACCESS_LOG", "access_log", _boolean, "One log line per request (never its content)."),
+    _Key(
+        "PIAGENT_STARTUP_CHECK",
+        "startup_check",
+        _boolean,
+        "Once serving, check the model servers as `piagent check` does and log each problem as a warning.",
+    ),
     _Key(
         "PIAGENT_LOG_CONTENT",
         "log_content",
@@ -638,6 +656,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_tool_argument_bytes: int = 65536
     max_concurrent: int = 1
     max_queue: int = 8
+    min_available_mb: int = 32
+    max_temperature_c: int = 80
     max_header_bytes: int = 16384
     max_headers: int = 100
     header_timeout: float = 10.0
@@ -660,6 +680,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     chat_page: bool = True
     log_level: str = "info"
     access_log: bool = True
+    startup_check: bool = True
     log_content: bool = False
     tools_file: str = ""
     tool_timeout: float = 10.0

@@ -69,6 +69,9 @@ def make_settings(prompts_dir: Path, fake_ollama: FakeModel, fast_transport: boo
             "model": "test-model",
             "read_timeout": 10.0,
             "fast_transport": fast_transport,
+            # Admission by this machine's memory and heat is off: tests/test_admission.py feeds its own readings.
+            "min_available_mb": 0,
+            "max_temperature_c": 0,
         }
         values.update(overrides)
         return Settings(**values)

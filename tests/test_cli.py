@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import httpx
 
 from bench.fakemodel import FakeModel
+from piagent.version import __version__
 from tests.servers import free_port, start_piagent, wait_until_serving
 
 
@@ -23,6 +26,8 @@ def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedP
 def base_env(prompts_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIAGENT_")}
     env["PIAGENT_PROMPTS_DIR"] = str(prompts_dir)
+    # Off unless a test is about it: its requests to the model server would count among the test's own.
+    env["PIAGENT_STARTUP_CHECK"] = "false"
     env.update(extra)
     return env
 
@@ -54,6 +59,40 @@ def test_serve_answers_and_logs_one_line_per_request_without_the_content(
     assert "wrong-key-0123456789-xyz" not in output
     assert "secret words" not in output
     assert "Hello, world!" not in output
+
+
+def test_serving_without_a_model_server_logs_what_check_would_say_and_serves_anyway(
+    prompts_dir: Path, tmp_path: Path
+) -> None:
+    port, closed = free_port(), free_port()
+    env = base_env(
+        prompts_dir, PIAGENT_PORT=str(port), PIAGENT_OLLAMA_URL=f"http://127.0.0.1:{closed}", PIAGENT_STARTUP_CHECK="1"
+    )
+    process = start_piagent(env, tmp_path)
+    lines: queue.Queue[str] = queue.Queue()
+    assert process.stdout is not None
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stdout or ()], daemon=True)
+    reader.start()
+    try:
+        wait_until_serving(f"http://127.0.0.1:{port}", process)
+        seen = []
+        while not any("not reachable" in line for line in seen):
+            seen.append(lines.get(timeout=30))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
+        reader.join(timeout=5)
+        process.stdout.close()
+    warning = next(line for line in seen if "not reachable" in line)
+    assert warning.startswith("WARNING:")
+    assert f"ollama is not reachable at http://127.0.0.1:{closed}: start it with `ollama serve`" in warning
+    assert "`piagent check` says more" in warning
+
+
+def test_version_prints_the_version(prompts_dir: Path, tmp_path: Path) -> None:
+    result = run_cli("--version", env=base_env(prompts_dir), cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout == f"piagent {__version__}\n"
 
 
 def test_a_wrong_setting_stops_start_up_with_one_line(prompts_dir: Path, tmp_path: Path) -> None:

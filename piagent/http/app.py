@@ -24,6 +24,7 @@ from piagent.agents import Agents, load_agents
 from piagent.chat import ChatService
 from piagent.exceptions import PiagentError, StoreUnavailable
 from piagent.generations import GenerationLimiter
+from piagent.hardware import Readings
 from piagent.http.acting import check_agent_tools, open_agent_tools
 from piagent.http.auth import ApiKeyMiddleware, load_api_keys
 from piagent.http.browsers import BrowserGuardMiddleware
@@ -92,6 +93,7 @@ def _lifespan(
     open_store: StoreFactory | None,
     home: State,
     environ: Mapping[str, str],
+    machine: Readings,
 ) -> Lifespan:
     """The lifespan; what it opens goes to requests as lifespan state, and onto `home` (piagent's own
     `app.state`) for hosts that run the lifespan but do not pass its state on (Litestar)."""
@@ -115,7 +117,8 @@ def _lifespan(
             verify=any(url.startswith("https:") for url in urls),
         ) as client:
             store = open_store() if open_store is not None else None
-            limiter = GenerationLimiter(settings.max_concurrent, settings.max_queue)
+            admit = machine.admit if machine.enabled else None
+            limiter = GenerationLimiter(settings.max_concurrent, settings.max_queue, admit=admit)
             resources = AsyncExitStack()  # the agents' tools: closed after the generations are drained
             try:
                 if store is not None:
@@ -134,7 +137,9 @@ def _lifespan(
                     mcp_tools=acting.mcp_tools,
                     max_delegation_depth=settings.delegation_max_depth,
                 )
-                runtime = Runtime(settings, agents, chat, store, build_agent_list(agents), clock(), client, acting.mcp)
+                runtime = Runtime(
+                    settings, agents, chat, store, build_agent_list(agents), clock(), client, acting.mcp, machine
+                )
                 async with anyio.create_task_group() as tasks:
                     if store is not None:
                         tasks.start_soon(purge_expired_forever, store, min(settings.memory_ttl, 60.0))
@@ -190,12 +195,14 @@ def create_app(
     clock: Callable[[], float] = time.time,
     upstream_clock: Callable[[], float] = time.monotonic,
     environ: Mapping[str, str] | None = None,
+    machine: Readings | None = None,
 ) -> Starlette:
     """Build the piagent ASGI app. Agents are read here, so a bad prompt file stops start-up at once.
 
     `transport` replaces the upstream HTTP transport (tests); `clock` is the wall clock memory uses;
     `upstream_clock` times the cool-off of an upstream that refused a connection; `environ` is where
-    agents' `api_key_env` variables are read (default: the process environment).
+    agents' `api_key_env` variables are read (default: the process environment); `machine` reads memory and
+    temperature for admission (default: Linux's own files, with the settings' limits).
     The memory store's backend is imported here too, so a missing optional extra stops start-up.
     Mounted inside another app, run `app.router.lifespan_context` from the host's lifespan (any host:
     the runtime is also kept on this app's own `state`, which requests reach whatever the host passes on).
@@ -245,7 +252,16 @@ def create_app(
             Exception: handle_unexpected,
         },
         lifespan=_lifespan(
-            settings, agents, specs, transport, clock, upstream_clock, store_factory(settings, clock), home, environ
+            settings,
+            agents,
+            specs,
+            transport,
+            clock,
+            upstream_clock,
+            store_factory(settings, clock),
+            home,
+            environ,
+            machine or Readings(settings.min_available_mb, settings.max_temperature_c),
         ),
     )
     app.state = home

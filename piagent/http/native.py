@@ -22,6 +22,7 @@ from piagent.schemas import (
     ErrorDetail,
     ErrorEvent,
     Health,
+    MachineHealth,
     StoreHealth,
     TokenEvent,
 )
@@ -81,13 +82,18 @@ async def health(request: Request) -> Response:
         errors.append(
             ErrorDetail("store_unavailable", store_health.error or f"memory store {store_health.name!r} is down")
         )
+    machine = runtime.machine.read() if runtime.machine is not None else None
+    machine = machine if machine != MachineHealth() else None  # neither file exists: nothing to show
     if not errors:
-        return JSONResponse(
-            Health("ok", __version__, len(runtime.agents), conversations, upstreams, store_health, mcp=mcp)
+        body = Health(
+            "ok", __version__, len(runtime.agents), conversations, upstreams, store_health, mcp=mcp, machine=machine
         )
+        return JSONResponse(body)
     # One error: the first one's code (upstreams first, as before), every failing part in the message.
     error = ErrorDetail(errors[0].code, "; ".join(error.message for error in errors))
-    body = Health("degraded", __version__, len(runtime.agents), conversations, upstreams, store_health, error, mcp)
+    body = Health(
+        "degraded", __version__, len(runtime.agents), conversations, upstreams, store_health, error, mcp, machine
+    )
     return JSONResponse(body, status_code=503)
 
 

@@ -13,6 +13,7 @@ from starlette.types import Scope
 from piagent.agents import Agents
 from piagent.chat import ChatService
 from piagent.exceptions import InvalidJSON, NotStarted, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from piagent.hardware import Readings
 from piagent.schemas import AgentList
 from piagent.settings import Settings
 from piagent.stores.base import MemoryStore
@@ -37,6 +38,7 @@ class Runtime(NamedTuple):
     started_at: float = 0.0  # Unix time the lifespan started (the front doors' "created" dates)
     client: httpx.AsyncClient | None = None  # the one shared upstream client (for tests and diagnostics)
     mcp: McpServers | None = None  # the MCP servers agents take tools from, for /health?deep=1
+    machine: Readings | None = None  # memory and temperature, as admission reads them
 
 
 def route_path(scope: Scope) -> str:
