@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from functools import partial
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar, cast
 
 import anyio
 from starlette.requests import Request
@@ -15,11 +15,15 @@ from starlette.types import Receive, Scope, Send
 from piagent.chat import ChatItem, ChatService, PreparedChat
 from piagent.exceptions import PiagentError, ShuttingDown
 from piagent.generations import GenerationLimiter
+from piagent.http.ready import WAITING, ReadySource
 from piagent.http.responses import ENCODER
 from piagent.schemas import ChatResponse, DoneEvent, ErrorEvent, ToolCall, ToolCallEvent, ToolResultEvent
 
 logger = logging.getLogger("piagent.http.streaming")
 T = TypeVar("T")
+
+# A burst gathered into one write is cut at this size, so a long one still leaves in pieces as it is read.
+MAX_WRITE_BYTES = 64 * 1024
 
 
 class ClientDisconnected(PiagentError):
@@ -91,6 +95,14 @@ NDJSON = StreamFormat(
     lambda exc: ENCODER.encode(_error_event(exc)) + b"\n",
     step=lambda event: ENCODER.encode(event) + b"\n",
 )
+
+
+async def _flush(send: Send, parts: list[bytes]) -> None:
+    """Send what `parts` gathered as one body write, and empty it (no write for nothing)."""
+    body = b"".join(parts)
+    parts.clear()
+    if body:
+        await send({"type": "http.response.body", "body": body, "more_body": True})
 
 
 def choose_format(accept: str) -> StreamFormat:
@@ -223,33 +235,57 @@ class ReplyStream:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _relay(self, send: Send) -> bool:
-        """Send every event; False when the transfer must be left incomplete to signal an error."""
+        """Send every event; False when the transfer must be left incomplete to signal an error.
+
+        The first item leaves at once; after it, whatever the reply has ready (a burst of tokens from one
+        upstream read) leaves in one write, and nothing is held back to wait for more.
+        """
         fmt = self._format
         token = fmt.token
         item = self._first
-        start = fmt.start
+        parts: list[bytes] = []
+        source = ReadySource(self._replies)
         try:
             if type(item) is not ChatResponse:
-                first = token(item) if type(item) is str else self._other(item)
-                await send({"type": "http.response.body", "body": start + first, "more_body": True})
-                start = b""
-                async for item in self._replies:
-                    if type(item) is str:
-                        await send({"type": "http.response.body", "body": token(item), "more_body": True})
-                    elif type(item) is ChatResponse:
-                        break
+                parts.append(fmt.start + (token(item) if type(item) is str else self._other(item)))
+                await _flush(send, parts)
+                size = 0
+                while True:
+                    ready = source.ready()
+                    if ready is WAITING:
+                        if parts:
+                            try:
+                                await _flush(send, parts)
+                            except BaseException as exc:  # the step left waiting must end before the reply closes
+                                await source.abandon(exc)
+                                raise
+                            size = 0
+                        item = await source.wait()
                     else:
-                        body = self._other(item)
-                        if body:
-                            await send({"type": "http.response.body", "body": body, "more_body": True})
-            if fmt.done is not None and type(item) is ChatResponse:
-                await send({"type": "http.response.body", "body": start + fmt.done(item), "more_body": True})
+                        item = cast(ChatItem, ready)
+                    if type(item) is ChatResponse:
+                        break
+                    body = token(item) if type(item) is str else self._other(item)
+                    parts.append(body)
+                    size += len(body)
+                    if size >= MAX_WRITE_BYTES:
+                        await _flush(send, parts)
+                        size = 0
+            if fmt.done is not None:
+                # The format's start goes with the first event, which is this one for a reply with no text.
+                parts.append((fmt.start if type(self._first) is ChatResponse else b"") + fmt.done(item))
+            await _flush(send, parts)
+            return True
+        except StopAsyncIteration:
+            await _flush(send, parts)
             return True
         except PiagentError as exc:
             logger.warning("reply in %s ended early: %s", self._label, exc.message)
+            await _flush(send, parts)
             return await self._send_error(exc, send)
         except Exception:
             logger.exception("reply in %s failed", self._label)
+            await _flush(send, parts)
             return await self._send_error(PiagentError("piagent failed while relaying the reply"), send)
 
     def _other(self, item: ChatItem) -> bytes:
