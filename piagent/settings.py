@@ -340,6 +340,19 @@ KEYS: tuple[_Key, ...] = (
         "is closed).",
     ),
     _Key(
+        "PIAGENT_MAX_UPSTREAM_HEAD_BYTES",
+        "max_upstream_head_bytes",
+        _integer(1024, 16 * 1024 * 1024),
+        "Largest response head (status line and headers) read from a plain-http model server; larger is an "
+        "upstream error. httpx's transport (https) has its own bound, 100 KiB.",
+    ),
+    _Key(
+        "PIAGENT_MAX_UPSTREAM_HEADERS",
+        "max_upstream_headers",
+        _integer(1, 10_000),
+        "Most header fields in one response from a plain-http model server; more is an upstream error.",
+    ),
+    _Key(
         "PIAGENT_MAX_TOKENS",
         "max_tokens",
         _integer(1, 1_000_000),
@@ -649,6 +662,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_line_bytes: int = 1048576
     max_reply_bytes: int = 262144
     max_error_bytes: int = 65536
+    max_upstream_head_bytes: int = 65536
+    max_upstream_headers: int = 100
     max_tokens: int = 1024
     max_tools: int = 64
     max_schema_depth: int = 32

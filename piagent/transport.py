@@ -15,13 +15,33 @@ own transport: streamed bodies (chunked, Content-Length or close-delimited; 1xx 
 bounded by `httpx.Limits` with LIFO keep-alive reuse, the four timeouts, httpx's exception classes, one
 retry when a reused keep-alive connection turns out to have been closed by the server, and a closed (or
 abandoned) response that closes its TCP connection at once, which is how Ollama learns to stop generating.
-Not supported: https, proxies, HTTP/2, upgrades; the app falls back to httpx's default transport for those.
+Not supported: https, proxies, HTTP/2, upgrades; the app falls back to httpx's default transport for those
+(`piagent.httpx_transport`, which adds the checks marked * below so both transports answer alike).
+
+An upstream is not trusted to speak HTTP well. What each transport does with a malformed response, as chosen
+(tests/test_malformed_responses.py runs every case on both):
+
+- A response head over `max_head_bytes` (PIAGENT_MAX_UPSTREAM_HEAD_BYTES, 64 KiB; 1xx heads before it count)
+  or with more than `max_headers` fields (PIAGENT_MAX_UPSTREAM_HEADERS, 100): a RemoteProtocolError, the
+  connection closed, after at most one socket read past the bound. httpx's transport bounds a head at 100 KiB
+  (h11's limit as httpcore sets it), counts no fields, and drops any number of 1xx answers one by one.
+- Content-Length together with Transfer-Encoding (RFC 9112 section 6.3: how responses are split): refused,
+  the connection closed (llhttp here; * for h11, which would let Transfer-Encoding win and pool the connection).
+- Two Content-Lengths, or a Transfer-Encoding other than chunked: refused by both.
+- A bare LF ending the status line or a header line: accepted by both (RFC 9112 section 2.2 lets a recipient).
+  In chunk framing it stays an error here; h11 waits for a CRLF that never comes (a read timeout).
+- A folded header (obs-fold): refused here (llhttp unfolds only with all value checks off); h11 unfolds it.
+- Bytes after a complete response, in the same read or later on the idle connection: never an answer to the
+  next request. The connection is closed and the next request goes out on another (* for h11, which keeps the
+  leftover of a read and would hand it to the next request on that connection). Bytes that arrive only after
+  the next request was written cannot be told from its answer, by any client.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import enum
 from collections.abc import AsyncIterator, Mapping
 from typing import Final, cast
@@ -32,6 +52,10 @@ import httpx
 # Unread body bytes per connection above which the socket is no longer read, so a slow consumer cannot
 # make piagent buffer a fast upstream's whole reply; reading resumes when the consumer has taken them.
 BUFFER_LIMIT: Final = 64 * 1024
+# A response head's bounds when none are given (piagent passes PIAGENT_MAX_UPSTREAM_HEAD_BYTES and
+# PIAGENT_MAX_UPSTREAM_HEADERS): h11's kind of limit, which httpx's default transport applies at 100 KiB.
+MAX_HEAD_BYTES: Final = 64 * 1024
+MAX_HEADERS: Final = 100
 
 _Origin = tuple[str, int]
 
@@ -67,6 +91,10 @@ class _ExtraResponse(Exception):
     """Raised from the parser callback when bytes follow a complete response (never leaves this module)."""
 
 
+class _HeadTooLarge(Exception):
+    """Raised from the parser callback when a response head passes its bounds (never leaves this module)."""
+
+
 def _with_cause(error: httpx.TransportError, cause: BaseException | None) -> httpx.TransportError:
     error.__cause__ = cause
     return error
@@ -81,8 +109,12 @@ class _Connection(asyncio.Protocol):
         "_closing",
         "_deadline",
         "_drain_waiter",
+        "_field_bytes",
+        "_head_bytes",
         "_head_request",
         "_loop",
+        "_max_head_bytes",
+        "_max_headers",
         "_parser",
         "_pool",
         "_reading_paused",
@@ -103,6 +135,8 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, pool: _Pool, origin: _Origin, loop: asyncio.AbstractEventLoop) -> None:
         self._pool = pool
+        self._max_head_bytes = pool.max_head_bytes
+        self._max_headers = pool.max_headers
         self._loop = loop
         self.origin = origin
         self.transport: asyncio.Transport | None = None
@@ -124,6 +158,8 @@ class _Connection(asyncio.Protocol):
         self.state = state
         self._head_request = head_request  # llhttp cannot be told the request was HEAD
         self._close_after = close_after  # the request asked for Connection: close
+        self._head_bytes = 0  # bytes fed to the parser while the answer's head was incomplete (1xx included)
+        self._field_bytes = 0  # bytes of the header fields parsed (1xx included)
         self._chunks: list[bytes] = []
         self.buffered = 0
         self.status = 0
@@ -144,13 +180,22 @@ class _Connection(asyncio.Protocol):
         try:
             parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            if self.state >= _DONE and isinstance(exc.__context__, _ExtraResponse):
+            cause = exc.__context__
+            if self.state >= _DONE and isinstance(cause, _ExtraResponse):
                 self.state = _ENDED  # the reply is whole; only the connection is lost
                 self.abort()
+            elif isinstance(cause, _HeadTooLarge):
+                self._fail(_with_cause(httpx.RemoteProtocolError(str(cause)), exc))
             else:
                 self._fail(_with_cause(httpx.RemoteProtocolError(f"invalid HTTP response: {exc}"), exc))
         except httptools.HttpParserUpgrade as exc:
             self._fail(_with_cause(httpx.RemoteProtocolError("the server switched protocols"), exc))
+        if self.state < _BODY and self.error is None:
+            # All of `data` was head. httptools gathers a header's pieces itself before calling on_header, so
+            # a single endless header is caught here, at most one socket read past the bound.
+            self._head_bytes += len(data)
+            if self._head_bytes > self._max_head_bytes:
+                self._fail(httpx.RemoteProtocolError(f"the response head is over {self._max_head_bytes} bytes"))
         self._wake()
 
     def eof_received(self) -> bool:
@@ -189,7 +234,15 @@ class _Connection(asyncio.Protocol):
         self.reason += status  # llhttp may hand the reason phrase over in pieces
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        headers = self.headers
+        headers.append((name, value))
+        # Counted as the fields arrive, so that a head ending in the same read as it passes the bound is
+        # caught too (the check in data_received sees only heads still incomplete).
+        self._field_bytes += len(name) + len(value) + 4
+        if len(headers) > self._max_headers:
+            raise _HeadTooLarge(f"the response head has more than {self._max_headers} header fields")
+        if self._field_bytes > self._max_head_bytes:
+            raise _HeadTooLarge(f"the response head is over {self._max_head_bytes} bytes")
 
     def on_headers_complete(self) -> None:
         parser = cast(httptools.HttpResponseParser, self._parser)
@@ -294,6 +347,11 @@ class _Connection(asyncio.Protocol):
         self.idle_since = self._loop.time()
 
     @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the connection lives in."""
+        return self._loop
+
+    @property
     def closing(self) -> asyncio.Future[None]:
         """Done once the event loop has closed the socket."""
         return self._closing
@@ -303,7 +361,10 @@ class _Connection(asyncio.Protocol):
     async def send(self, data: bytes, head_request: bool, close: bool, write_timeout: float | None) -> None:
         """Write the whole request; wait only if the transport's write buffer is over its limit."""
         self._reset(_WAITING, head_request, close)
-        self._parser = httptools.HttpResponseParser(self)
+        parser = self._parser = httptools.HttpResponseParser(self)
+        # A bare LF ending the status line or a header line is accepted, as RFC 9112 section 2.2 allows and
+        # h11 (httpx's default transport) does; framing stays strict (see the module docstring).
+        parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
         transport = self.transport
         if self.error is not None:
             raise self.error
@@ -376,7 +437,9 @@ def _expire(waiter: asyncio.Future[bool]) -> None:
 class _Pool:
     """Connections by origin: LIFO idle lists, a bound on the total, and a FIFO queue of requests waiting."""
 
-    def __init__(self, limits: httpx.Limits) -> None:
+    def __init__(self, limits: httpx.Limits, max_head_bytes: int, max_headers: int) -> None:
+        self.max_head_bytes = max_head_bytes
+        self.max_headers = max_headers
         self._max = limits.max_connections
         self._max_idle = limits.max_keepalive_connections
         self._expiry = limits.keepalive_expiry
@@ -537,7 +600,12 @@ class _Pool:
 
 
 class ResponseStream(httpx.AsyncByteStream):
-    """A response body: yields what has arrived (waiting only when nothing has); closing frees the connection."""
+    """A response body: yields what has arrived (waiting only when nothing has); closing frees the connection.
+
+    So does abandoning it: an iteration left unfinished (its generator closed or collected) or, at the latest,
+    the stream itself collected without ever being closed. A complete response goes back to the pool, any
+    other closes its connection, so a caller that forgets to close a response cannot hold a pool slot.
+    """
 
     def __init__(self, conn: _Connection, pool: _Pool, timeouts: Mapping[str, float | None]) -> None:
         self._conn = conn
@@ -555,21 +623,34 @@ class ResponseStream(httpx.AsyncByteStream):
         # Looked up when the body starts, as httpcore does: a caller may set the request's read timeout
         # anew once the head is in (piagent's provider switches from the first-token to the idle timeout).
         timeout = self._timeouts.get("read")
-        while True:
-            if conn.buffered:
-                yield conn.take()
-            elif conn.state >= _DONE:
-                return
-            elif conn.error is not None:
-                raise conn.error
-            else:
-                await conn.receive(timeout)
+        try:
+            while True:
+                if conn.buffered:
+                    yield conn.take()
+                elif conn.state >= _DONE:
+                    return
+                elif conn.error is not None:
+                    raise conn.error
+                else:
+                    await conn.receive(timeout)
+        except BaseException:  # GeneratorExit (abandoned), cancelled or failed: the connection is done with
+            self._release()
+            raise
 
     async def aclose(self) -> None:
         """Back to the pool if the response was complete and keep-alive holds; else the connection closes now."""
+        self._release()
+
+    def _release(self) -> None:
         if not self._closed:
             self._closed = True
             self._pool.release(self._conn)
+
+    def __del__(self) -> None:
+        if not self._closed:  # collected unclosed; the collector may run in any thread, the pool lives in one
+            self._closed = True
+            with contextlib.suppress(RuntimeError):  # the loop is closed: so is the socket
+                self._conn.loop.call_soon_threadsafe(self._pool.release, self._conn)
 
 
 def _encode(request: httpx.Request, body: bytes) -> tuple[bytes, bool]:
@@ -596,9 +677,13 @@ def _encode(request: httpx.Request, body: bytes) -> tuple[bytes, bool]:
 class HTTPToolsTransport(httpx.AsyncBaseTransport):
     """An httpx transport for `http://` upstreams on asyncio: httptools' C parser, asyncio Protocols, a small pool."""
 
-    def __init__(self, limits: httpx.Limits | None = None) -> None:
-        """`limits` as for httpx.AsyncClient (default: httpx's, 100 connections, 20 kept alive for 5 s)."""
-        self._pool = _Pool(limits or httpx.Limits(max_connections=100, max_keepalive_connections=20))
+    def __init__(
+        self, limits: httpx.Limits | None = None, max_head_bytes: int = MAX_HEAD_BYTES, max_headers: int = MAX_HEADERS
+    ) -> None:
+        """`limits` as for httpx.AsyncClient (default: httpx's, 100 connections, 20 kept alive for 5 s); a response
+        head over `max_head_bytes` or with more than `max_headers` fields is a RemoteProtocolError."""
+        limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=20)
+        self._pool = _Pool(limits, max_head_bytes, max_headers)
 
     @property
     def connections(self) -> int:

@@ -17,6 +17,7 @@ import pytest
 from bench.fakemodel import FakeModel, Script
 from piagent import Settings, create_app
 from piagent.http.app import upstream_transport
+from piagent.httpx_transport import CheckedHTTPTransport
 from piagent.transport import BUFFER_LIMIT, HTTPToolsTransport, ResponseStream
 from tests.servers import serve_in_thread
 from tests.upstream import ollama_lines
@@ -506,12 +507,13 @@ async def test_closing_the_transport_closes_every_connection(fake_ollama: FakeMo
 async def test_the_app_uses_it_for_a_plain_http_upstream_on_asyncio() -> None:
     limits = httpx.Limits(max_connections=2)
     assert isinstance(upstream_transport(Settings(ollama_url="http://127.0.0.1:1"), limits), HTTPToolsTransport)
-    assert upstream_transport(Settings(ollama_url="https://ollama.example"), limits) is None
-    assert upstream_transport(Settings(ollama_url="http://127.0.0.1:1", fast_transport=False), limits) is None
+    assert isinstance(upstream_transport(Settings(ollama_url="https://ollama.example"), limits), CheckedHTTPTransport)
+    off = Settings(ollama_url="http://127.0.0.1:1", fast_transport=False)
+    assert isinstance(upstream_transport(off, limits), CheckedHTTPTransport)
 
 
 def test_the_app_falls_back_without_a_running_asyncio_loop() -> None:
-    assert upstream_transport(Settings(), httpx.Limits()) is None
+    assert isinstance(upstream_transport(Settings(), httpx.Limits()), CheckedHTTPTransport)
 
 
 def test_an_injected_transport_wins_over_the_fast_one(make_settings: Callable[..., Settings]) -> None:

@@ -62,25 +62,28 @@ async def purge_expired_forever(store: MemoryStore, interval: float) -> None:
 
 def upstream_transport(
     settings: Settings, limits: httpx.Limits, urls: Iterable[str] | None = None
-) -> httpx.AsyncBaseTransport | None:
-    """piagent's own HTTP transport when it applies, else None for httpx's default one.
+) -> httpx.AsyncBaseTransport:
+    """piagent's own HTTP transport when it applies, else httpx's default one with piagent's checks.
 
     It applies when every upstream in use (`urls`, by default the settings' Ollama URLs) is plain http,
     with httptools importable, on an asyncio loop (uvloop or stock), unless PIAGENT_FAST_TRANSPORT is off.
     Call it from inside the running event loop.
     """
-    in_use = split_urls(settings.ollama_url) if urls is None else urls
-    if not settings.fast_transport or not all(url.startswith("http://") for url in in_use):
-        return None
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:  # another async library (trio): httpx's default transport runs on any
-        return None
-    try:
-        from piagent.transport import HTTPToolsTransport
-    except ImportError:  # no httptools (e.g. PyPy, where it is not installed)
-        return None
-    return HTTPToolsTransport(limits)
+    in_use = list(split_urls(settings.ollama_url) if urls is None else urls)
+    if settings.fast_transport and all(url.startswith("http://") for url in in_use):
+        try:
+            asyncio.get_running_loop()
+            from piagent.transport import HTTPToolsTransport
+        except (RuntimeError, ImportError):  # not asyncio (trio), or no httptools (PyPy): httpx's runs anywhere
+            pass
+        else:
+            return HTTPToolsTransport(limits, settings.max_upstream_head_bytes, settings.max_upstream_headers)
+    from piagent.httpx_transport import CheckedHTTPTransport
+
+    # verify only for https: loading the CA bundle costs start-up time a plain-http upstream never uses.
+    # trust_env=False: a proxy from HTTP_PROXY must never sit between piagent and a local model.
+    verify = any(url.startswith("https:") for url in in_use)
+    return CheckedHTTPTransport(verify=verify, limits=limits, trust_env=False)
 
 
 def _lifespan(

@@ -44,8 +44,15 @@ class _ErrorBody(msgspec.Struct):
 _ERROR_BODY = msgspec.json.Decoder(_ErrorBody)
 
 
+# What each transport says of a response head over its bounds: piagent's own (PIAGENT_MAX_UPSTREAM_HEAD_BYTES and
+# PIAGENT_MAX_UPSTREAM_HEADERS) and h11 under httpx's default transport (httpcore bounds a head at 100 KiB).
+_HEAD_TOO_LARGE = ("the response head is over", "the response head has more than", "Receive buffer too long")
+
+
 def translate_transport_error(exc: httpx.TransportError, upstream: str) -> UpstreamError:
     """The piagent error for an httpx failure talking to `upstream` (never naming its URL)."""
+    if isinstance(exc, httpx.RemoteProtocolError) and str(exc).startswith(_HEAD_TOO_LARGE):
+        return UpstreamError(f"{upstream} sent a response head too large to accept ({exc})")
     if isinstance(exc, httpx.ConnectTimeout):
         return UpstreamUnavailable(f"{upstream} did not accept a connection in time")
     if isinstance(exc, httpx.ConnectError):
