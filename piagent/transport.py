@@ -190,7 +190,8 @@ class _Connection(asyncio.Protocol):
                 self._fail(_with_cause(httpx.RemoteProtocolError(f"invalid HTTP response: {exc}"), exc))
         except httptools.HttpParserUpgrade as exc:
             self._fail(_with_cause(httpx.RemoteProtocolError("the server switched protocols"), exc))
-        if self.state < _BODY and self.error is None:
+        state = self.state
+        if state is not _BODY and state < _BODY and self.error is None:  # `is` first: the per-token case
             # All of `data` was head. httptools gathers a header's pieces itself before calling on_header, so
             # a single endless header is caught here, at most one socket read past the bound.
             self._head_bytes += len(data)

@@ -114,6 +114,20 @@ def compressed(bodies: dict[str, bytes]) -> Behaviour:
     return behave
 
 
+def huge_head(size: int) -> Behaviour:
+    """A 200 whose head goes on for `size` bytes of one header field (the answer never comes)."""
+
+    async def behave(protocol: str, write: Writer) -> bool:
+        await write(b"HTTP/1.1 200 OK\r\nX-Padding: ")
+        block = b"p" * _BLOCK
+        for _ in range(size // _BLOCK):
+            await write(block)
+        await write(b"\r\nContent-Length: 2\r\n\r\nok")
+        return False
+
+    return behave
+
+
 def done_then_open(usage: bool = True, done_marker: bool = True) -> Behaviour:
     """A whole reply (its done line; for OpenAI its finish, usage unless not `usage`, and `[DONE]` unless not
     `done_marker`), after which the body stays open until the client closes the connection."""

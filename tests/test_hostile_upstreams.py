@@ -31,6 +31,7 @@ from tests.hostile import (
     done_then_open,
     error_body,
     gzip_bomb,
+    huge_head,
     long_reply,
     polite,
 )
@@ -133,6 +134,17 @@ def test_an_upstream_error_body_is_read_only_up_to_its_cap(piagent: Piagent, ups
     reply = piagent.post("/chat", {"message": "hi"}, stream=False)
     assert reply.status_code == 502
     assert "xxxx" in reply.json()["error"]["message"]
+    assert piagent.growth() < RSS_BUDGET
+    assert upstream.written < 32 * MiB  # piagent hung up long before the end
+    upstream.behaviour = polite
+    assert piagent.post("/chat", {"message": "hi"}, stream=False).json()["reply"] == "Hello"
+
+
+def test_a_huge_response_head_is_refused_within_the_memory_budget(piagent: Piagent, upstream: HostileUpstream) -> None:
+    upstream.behaviour = huge_head(100 * MiB)
+    reply = piagent.post("/chat", {"message": "hi"}, stream=False)
+    assert reply.status_code == 502
+    assert "sent a response head too large to accept" in reply.json()["error"]["message"]
     assert piagent.growth() < RSS_BUDGET
     assert upstream.written < 32 * MiB  # piagent hung up long before the end
     upstream.behaviour = polite
