@@ -235,15 +235,18 @@ class McpServer:
             self._restarter = asyncio.get_running_loop().create_task(self._restart())
 
     async def _restart(self) -> None:
-        while self.state in ("backoff", "down") and self._session is None:
+        # Starts directly, not through `_running`: a loop may wake a hair before the wait is over (uvloop
+        # rounds its timers to milliseconds), and `_running` would then refuse and the count go up twice.
+        while True:
             await asyncio.sleep(max(0.0, self._retry_at - self._clock()))
-            if self.state == "closed" or self._session is not None:
-                return
-            self.restarts += 1
-            try:
-                await self._running()
-            except McpError:
-                if self.state == "down":
+            async with self._lock:
+                if self.state == "closed" or self._session is not None:
+                    return  # shut down, or started meanwhile by a call
+                self.restarts += 1
+                try:
+                    await self._start()
+                    return
+                except McpError:
                     self.state = "backoff"  # this task tries again when the wait is over
 
     async def _forget(self, session: Session) -> None:
