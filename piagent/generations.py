@@ -4,6 +4,8 @@ A Pi's model server generates for one or two requests at a time; anything more o
 while its first-token clock runs. So the chat service takes a slot here for every generation: a free
 slot starts at once, a full house waits in a bounded FIFO queue, and past the queue the answer is
 503 `busy` with a Retry-After. A waiter whose request is cancelled (its client left) leaves the queue.
+A waiter can also be woken each time the queue moves up (`wait(ticket, moves=True)`), to tell its
+client its place (the `queued` stream event).
 
 Draining (graceful shutdown) closes the door, refuses the queue, gives the running generations a grace
 period and then halts them: each HTTP consumer registers the cancel scope it already has (the one
@@ -25,12 +27,15 @@ from piagent.exceptions import Busy, ShuttingDown
 _UNWIND_SECONDS = 5.0
 
 
-class _Waiter:
-    __slots__ = ("event", "granted")
+class Ticket:
+    """A generation's claim: a slot (`granted`) or a place in the queue."""
 
-    def __init__(self) -> None:
+    __slots__ = ("event", "granted", "moves")
+
+    def __init__(self, granted: bool = False) -> None:
         self.event = anyio.Event()
-        self.granted = False
+        self.granted = granted
+        self.moves = False  # wake on every move up the queue, not only when granted
 
 
 class GenerationLimiter:
@@ -49,7 +54,7 @@ class GenerationLimiter:
         # Asked before a generation takes a slot or a queue place; raises to refuse it (piagent.hardware).
         self._admit = admit
         self._active = 0
-        self._waiters: deque[_Waiter] = deque()
+        self._waiters: deque[Ticket] = deque()
         self._closed = False
         self._halted = False
         self._scopes: set[anyio.CancelScope] = set()
@@ -82,13 +87,26 @@ class GenerationLimiter:
         Raises `Busy` when the queue is full, `ShuttingDown` once draining has begun, and whatever `admit`
         raises (LowMemory, TooHot) when the machine cannot take a generation now.
         """
+        ticket = self.enter()
+        try:
+            await self.wait(ticket)
+        except BaseException:
+            self.leave(ticket)
+            raise
+        return self._clock()
+
+    def enter(self) -> Ticket:
+        """A slot at once, or a place at the end of the queue; raises as `acquire` does when there is neither.
+
+        Whoever enters waits with `wait`, and calls `leave` if it stops waiting (cancelled) before `release`.
+        """
         if self._closed:
             raise ShuttingDown("piagent is shutting down and starts no new generation")
         if self._admit is not None:
             self._admit()
         if self._active < self.max_active and not self._waiters:
             self._active += 1
-            return self._clock()
+            return Ticket(granted=True)
         if len(self._waiters) >= self.max_waiting:
             seconds = self.retry_after()
             raise Busy(
@@ -96,20 +114,49 @@ class GenerationLimiter:
                 f"retry in about {seconds} s",
                 seconds,
             )
-        waiter = _Waiter()
-        self._waiters.append(waiter)
-        try:
-            await waiter.event.wait()
-        except BaseException:
-            # Cancelled (the client left): out of the queue, or pass on the slot just handed over.
-            if waiter.granted:
-                self.release(self._clock())
-            else:
-                self._waiters.remove(waiter)
-            raise
-        if not waiter.granted:
-            raise ShuttingDown("piagent is shutting down and starts no new generation")
+        ticket = Ticket()
+        self._waiters.append(ticket)
+        return ticket
+
+    def ahead(self, ticket: Ticket) -> int:
+        """How many generations are queued before this ticket's (0: it is next)."""
+        return self._waiters.index(ticket)
+
+    async def wait(self, ticket: Ticket, moves: bool = False) -> int | None:
+        """None once the ticket holds a slot; with `moves`, the new count `ahead` as soon as the queue moves up.
+
+        Raises `ShuttingDown` when draining refuses the queue.
+        """
+        while not ticket.granted:
+            ticket.moves = moves
+            await ticket.event.wait()
+            if ticket.granted:
+                break
+            if ticket not in self._waiters:  # refused by draining
+                raise ShuttingDown("piagent is shutting down and starts no new generation")
+            ticket.event = anyio.Event()
+            return self.ahead(ticket)
+        return None
+
+    def leave(self, ticket: Ticket) -> None:
+        """Give up a ticket whose wait was cancelled: out of the queue, or pass on the slot just handed over."""
+        if ticket.granted:
+            self.release(self._clock())
+        elif ticket in self._waiters:
+            index = self._waiters.index(ticket)
+            del self._waiters[index]
+            self._moved(index)
+
+    def now(self) -> float:
+        """The limiter's clock: the start time to hand to `release` for a ticket that `wait` granted."""
         return self._clock()
+
+    def _moved(self, start: int) -> None:
+        # Wake the waiters from `start` on that follow their place; a queue is at most PIAGENT_MAX_QUEUE long.
+        for index in range(start, len(self._waiters)):
+            ticket = self._waiters[index]
+            if ticket.moves:
+                ticket.event.set()
 
     def release(self, started: float) -> None:
         """Give back the slot taken at `started`: to the first waiter, or to the pool."""
@@ -118,6 +165,7 @@ class GenerationLimiter:
             waiter = self._waiters.popleft()
             waiter.granted = True  # the slot moves to the waiter: `_active` stays the same
             waiter.event.set()
+            self._moved(0)
             return
         self._active -= 1
         if self._active == 0 and self._idle is not None:

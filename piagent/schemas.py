@@ -86,6 +86,13 @@ class TokenEvent(msgspec.Struct, tag_field="event", tag="token"):
     text: str
 
 
+class QueuedEvent(msgspec.Struct, tag_field="event", tag="queued"):
+    """The request waits for a generation slot: `position` 1 is next (`ahead` 0); sent again as it moves up."""
+
+    position: int
+    ahead: int
+
+
 class DoneEvent(msgspec.Struct, tag_field="event", tag="done"):
     """The reply is complete."""
 

@@ -24,6 +24,8 @@ from bench.fakemodel import FakeModel, Script
 from piagent import create_app
 from tests.conftest import MakeSettings
 from tests.servers import free_socket, serve_in_thread
+from tests.test_disconnects import send_raw_request
+from tests.test_limits import wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -536,3 +538,29 @@ def test_another_sites_page_cannot_make_piagent_call_the_model(
     open_chat(page, server + "/")
     assert page.evaluate(ATTACK, server) == ["sent", "sent", "sent"]
     assert len(fake_ollama.chat_requests) == 2  # /api/chat and /v1/chat/completions; /chat wants `message`
+
+
+def test_a_reply_waiting_for_the_model_shows_its_place_in_line(
+    serve_full: Any, fake_ollama: FakeModel, new_page: NewPage
+) -> None:
+    fake_ollama.script = Script(stall_after=0)
+    with serve_full(max_concurrent=1, max_queue=3) as served:
+        limiter = served.runtime.chat.limiter
+        running = send_raw_request(served.url, {"message": "running", "stream": True})
+        assert fake_ollama.wait_for_requests(1, timeout=5)
+        ahead = [send_raw_request(served.url, {"message": f"queued {n}", "stream": True}) for n in (1, 2)]
+        wait_for(lambda: limiter.waiting == 2)
+        page = new_page()
+        open_chat(page, served.url + "/")
+        send(page, "my turn?")
+        waiting = page.locator("#log .msg.assistant .meta.queued")
+        waiting.filter(has_text="waiting, 2 ahead").wait_for()
+        screenshot(page, "chat-queued.png")
+        ahead[0].close()
+        waiting.filter(has_text="waiting, 1 ahead").wait_for()
+        ahead[1].close()
+        waiting.filter(has_text="waiting, next in line").wait_for()
+        fake_ollama.script = Script(tokens=["Your", " turn."])
+        running.close()
+        assert wait_for_reply(page) == "Your turn."
+        assert waiting.count() == 0

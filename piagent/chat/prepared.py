@@ -8,10 +8,11 @@ from typing import Any
 from piagent.agents import Agent
 from piagent.loop import AgentTools
 from piagent.providers.base import Message, OutputFormat, Provider, Tools
-from piagent.schemas import ChatResponse, ToolCall, ToolCallEvent, ToolResultEvent
+from piagent.schemas import ChatResponse, QueuedEvent, ToolCall, ToolCallEvent, ToolResultEvent
 
-# What a reply stream yields: text pieces, the client's tool calls, the agent's tool steps, then the reply.
-ChatItem = str | ToolCall | ToolCallEvent | ToolResultEvent | ChatResponse
+# What a reply stream yields: its place in the queue (when asked), text pieces, the client's tool calls, the
+# agent's tool steps, then the reply.
+ChatItem = str | ToolCall | ToolCallEvent | ToolResultEvent | QueuedEvent | ChatResponse
 
 
 def new_conversation_id() -> str:

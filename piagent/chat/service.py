@@ -23,6 +23,7 @@ from piagent.schemas import (
     ChatOptions,
     ChatRequest,
     ChatResponse,
+    QueuedEvent,
     ToolCallEvent,
     ToolResultEvent,
     ToolStep,
@@ -177,7 +178,7 @@ class ChatService:
                 group.start_soon(check, index, provider, upstream)
         return [result for result in results if result is not None]
 
-    async def stream(self, chat: PreparedChat) -> AsyncGenerator[ChatItem, None]:
+    async def stream(self, chat: PreparedChat, queued: bool = False) -> AsyncGenerator[ChatItem, None]:
         """Yield the reply's text pieces, tool calls and tool steps as they come, then the whole `ChatResponse`.
 
         The exchange is remembered when generation produced anything: in full when it completed, as
@@ -186,9 +187,25 @@ class ChatService:
         was. A store that is down when the complete reply is to be stored raises `StoreUnavailable` in
         place of the `ChatResponse`. The wait for a generation slot happens inside the first item, so a
         caller that stops waiting also leaves the queue; the slot is held through every step of a tool loop.
+        With `queued`, a request that has to wait first yields a `QueuedEvent`, and another each time it
+        moves up (a full queue still raises `Busy` before anything is yielded).
         """
         limiter = self.limiter
-        started = await limiter.acquire() if limiter is not None else 0.0
+        if limiter is None:
+            started = 0.0
+        elif not queued:
+            started = await limiter.acquire()
+        else:
+            ticket = limiter.enter()
+            try:
+                ahead = None if ticket.granted else limiter.ahead(ticket)
+                while ahead is not None:
+                    yield QueuedEvent(ahead + 1, ahead)
+                    ahead = await limiter.wait(ticket, moves=True)
+            except BaseException:  # the client left (closed or cancelled here), or the queue was refused
+                limiter.leave(ticket)
+                raise
+            started = limiter.now()
         parts: list[str] = []
         calls: list[ToolCall] = []
         steps: list[Message] = []

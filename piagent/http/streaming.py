@@ -17,7 +17,15 @@ from piagent.exceptions import PiagentError, ShuttingDown
 from piagent.generations import GenerationLimiter
 from piagent.http.ready import WAITING, ReadySource
 from piagent.http.responses import ENCODER
-from piagent.schemas import ChatResponse, DoneEvent, ErrorEvent, ToolCall, ToolCallEvent, ToolResultEvent
+from piagent.schemas import (
+    ChatResponse,
+    DoneEvent,
+    ErrorEvent,
+    QueuedEvent,
+    ToolCall,
+    ToolCallEvent,
+    ToolResultEvent,
+)
 
 logger = logging.getLogger("piagent.http.streaming")
 T = TypeVar("T")
@@ -39,7 +47,8 @@ class StreamFormat(NamedTuple):
     `start` goes out with the first event (OpenAI's role chunk); the front doors build a format per
     request, since their chunks repeat the response's id and model around every token. `tool_call`
     writes one whole tool call of the client's; `step` one step of the agent's own tool loop (a call or a
-    result); a format without them leaves them out (the reply's text only).
+    result); a format without them leaves them out (the reply's text only). A format with `queued` tells a
+    request waiting for a generation slot its place; without it, the wait is silent.
     """
 
     media_type: str
@@ -49,6 +58,7 @@ class StreamFormat(NamedTuple):
     start: bytes = b""
     tool_call: Callable[[ToolCall], bytes] | None = None
     step: Callable[[ToolCallEvent | ToolResultEvent], bytes] | None = None
+    queued: Callable[[QueuedEvent], bytes] | None = None
 
 
 def token_template(
@@ -87,6 +97,7 @@ SSE = StreamFormat(
     lambda reply: b"event: done\ndata: " + ENCODER.encode(_done_event(reply)) + b"\n\n",
     lambda exc: b"event: error\ndata: " + ENCODER.encode(_error_event(exc)) + b"\n\n",
     step=lambda event: b"event: " + _step_name(event) + b"\ndata: " + ENCODER.encode(event) + b"\n\n",
+    queued=lambda event: b"event: queued\ndata: " + ENCODER.encode(event) + b"\n\n",
 )
 NDJSON = StreamFormat(
     "application/x-ndjson",
@@ -94,6 +105,7 @@ NDJSON = StreamFormat(
     lambda reply: ENCODER.encode(_done_event(reply)) + b"\n",
     lambda exc: ENCODER.encode(_error_event(exc)) + b"\n",
     step=lambda event: ENCODER.encode(event) + b"\n",
+    queued=lambda event: ENCODER.encode(event) + b"\n",
 )
 
 
@@ -169,13 +181,16 @@ async def reply(
 
     A streamed reply's first item is awaited before any byte is sent, so a failure up to the first
     token (a full queue included) still gets its real status code instead of a 200 with an error inside.
+    In a format with a `queued` event, a request that must wait for a slot commits its 200 with that
+    event (it was admitted to the queue); a failure after it is an in-band `error` event.
     """
     limiter = chat.limiter
     if not stream:
         return whole(await until_disconnect(request.receive, partial(chat.complete, prepared), limiter))
-    replies = chat.stream(prepared)
+    fmt = stream_format()
+    replies = chat.stream(prepared, queued=fmt.queued is not None)
     first = await until_disconnect(request.receive, replies.__anext__, limiter)
-    return ReplyStream(first, replies, stream_format(), conversation_id, limiter)
+    return ReplyStream(first, replies, fmt, conversation_id, limiter)
 
 
 class ReplyStream:
@@ -289,10 +304,12 @@ class ReplyStream:
             return await self._send_error(PiagentError("piagent failed while relaying the reply"), send)
 
     def _other(self, item: ChatItem) -> bytes:
-        """A client's tool call or a step of the agent's tool loop, in the format (or nothing)."""
+        """A client's tool call, a step of the agent's tool loop or the queue's news, in the format (or nothing)."""
         fmt = self._format
         if type(item) is ToolCall:
             return fmt.tool_call(item) if fmt.tool_call is not None else b""
+        if type(item) is QueuedEvent:
+            return fmt.queued(item) if fmt.queued is not None else b""
         assert type(item) is ToolCallEvent or type(item) is ToolResultEvent
         return fmt.step(item) if fmt.step is not None else b""
 
