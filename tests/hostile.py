@@ -50,11 +50,14 @@ def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
-async def polite(protocol: str, write: Writer) -> bool:
-    """A short, whole reply ("Hello"), chunked, on a connection kept alive."""
+async def polite(protocol: str, write: Writer, end_delay: float = 0.0) -> bool:
+    """A short, whole reply ("Hello"), chunked, on a connection kept alive; its body ends `end_delay` s after
+    its last line."""
     await write(_head(200) + _chunk(_line(protocol, "Hello")) + _chunk(_line(protocol, done=True)))
     if protocol == "openai":
         await write(_chunk(b"data: [DONE]\n\n"))
+    if end_delay:
+        await asyncio.sleep(end_delay)
     await write(b"0\r\n\r\n")
     return True
 
@@ -149,6 +152,7 @@ class HostileUpstream:
         self.behaviour: Behaviour = polite
         self.other = b"{}"  # the 200 body of every other path (/api/version, /api/tags, /v1/models)
         self.written = 0  # bytes of the last chat answer that reached the socket
+        self.connections = 0  # connections accepted so far
         self.closed_at: list[float] = []  # monotonic times at which a client closed a connection
         self.requests: list[dict[str, str]] = []  # the head of each chat request, names lower-cased
         self._loop = asyncio.new_event_loop()
@@ -187,6 +191,8 @@ class HostileUpstream:
         return None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+
         async def write(data: bytes) -> None:
             writer.write(data)
             await writer.drain()

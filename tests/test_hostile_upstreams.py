@@ -8,6 +8,7 @@ peak the case reaches (VmHWM) is compared with the resident set it started from 
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ import httpx
 import pytest
 
 from piagent.exceptions import UpstreamError
+from piagent.providers.base import Message
 from piagent.providers.ollama import OllamaProvider
 from piagent.providers.openai import OpenAIProvider
 from piagent.providers.pool import UpstreamPool
@@ -242,6 +244,26 @@ def test_a_reply_is_complete_at_its_last_line_even_if_the_body_stays_open(
         assert "Hello" in response.text
         # piagent hung up on the open body, so no stale byte of it can reach a later request.
         assert upstream.wait_for_close(after=started, timeout=2) is not None
-    # The generation slot (one, by default) is free again, and the next reply arrives whole.
+    # The generation slot (one, by default) is free again at once, and the next reply arrives whole.
     upstream.behaviour = polite
+    started = time.monotonic()
     assert piagent.post("/chat", {"message": "hi"}, stream=False).json()["reply"] == "Hello"
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("protocol", ["ollama", "openai"])
+@pytest.mark.parametrize("fast", [pytest.param(True, id="fast"), pytest.param(False, id="httpx")])
+async def test_a_body_that_ends_at_its_last_line_keeps_its_connection_for_the_next_reply(
+    fast: bool, protocol: str
+) -> None:
+    with HostileUpstream() as upstream:
+        # The body's end comes a moment after the last line, as it may from a busy server: it is waited for.
+        upstream.behaviour = functools.partial(polite, end_delay=0.02)
+        async with httpx.AsyncClient(transport=HTTPToolsTransport() if fast else None) as client:
+            pool = UpstreamPool.from_urls(protocol, [upstream.url])
+            provider = OllamaProvider(client, pool) if protocol == "ollama" else OpenAIProvider(client, pool)
+            for _ in range(3):
+                items = [item async for item in provider.stream_chat("m", [Message("user", "hi")], {})]
+                assert items[0] == "Hello"
+        assert upstream.connections == 1
