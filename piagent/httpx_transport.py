@@ -13,6 +13,9 @@ Two checks make it answer malformed responses as piagent's own transport does (t
   which httpcore closes it rather than pool it). Bytes arriving later on the idle connection are caught by
   httpcore itself, which drops a pooled connection whose socket is readable.
 
+A response collected without ever being closed or read closes its connection too (httpcore would hold its pool
+slot for good), as with piagent's own transport.
+
 The second check reaches h11 through private attributes of httpx and httpcore (no public way exists, see
 encode/httpcore#872); if they change, the check finds nothing and does nothing, and
 tests/test_malformed_responses.py fails.
@@ -20,7 +23,9 @@ tests/test_malformed_responses.py fails.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 import h11
@@ -39,16 +44,23 @@ def _h11_connection(stream: httpx.AsyncByteStream) -> Any:
 class _CheckedStream(httpx.AsyncByteStream):
     """A response body that, when closed, ends its connection if bytes beyond the response were received."""
 
-    __slots__ = ("_stream",)
+    __slots__ = ("_abandoned", "_closed", "_stream")
 
-    def __init__(self, stream: httpx.AsyncByteStream) -> None:
+    def __init__(self, stream: httpx.AsyncByteStream, abandoned: Callable[[httpx.AsyncByteStream], None]) -> None:
         self._stream = stream
+        self._abandoned = abandoned
+        self._closed = False
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._stream.__aiter__()  # no generator of its own: nothing added per chunk
 
+    def __del__(self) -> None:
+        if not self._closed:
+            self._abandoned(self._stream)
+
     async def aclose(self) -> None:
         """Close the response; a connection with bytes left over after it is closed, not pooled."""
+        self._closed = True
         state = _h11_connection(self._stream)
         if (
             state is not None
@@ -63,12 +75,32 @@ class _CheckedStream(httpx.AsyncByteStream):
 class CheckedHTTPTransport(httpx.AsyncHTTPTransport):
     """httpx.AsyncHTTPTransport that refuses ambiguous framing and never hands leftover bytes to a later request."""
 
+    def __init__(self, **kwargs: Any) -> None:
+        """The arguments of httpx.AsyncHTTPTransport."""
+        super().__init__(**kwargs)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing: set[asyncio.Task[None]] = set()  # closes of abandoned responses, kept until done
+
+    def _abandoned(self, stream: httpx.AsyncByteStream) -> None:
+        """A response was collected unclosed (in any thread): close it on the loop it was made in."""
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed, and the connection with it
+                self._loop.call_soon_threadsafe(self._close_abandoned, stream)
+
+    def _close_abandoned(self, stream: httpx.AsyncByteStream) -> None:
+        task = asyncio.ensure_future(stream.aclose())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send `request` through httpcore; check the response's framing before handing it on."""
+        if self._loop is None:
+            with contextlib.suppress(RuntimeError):  # not asyncio (trio): an abandoned response stays so
+                self._loop = asyncio.get_running_loop()
         response = await super().handle_async_request(request)
         headers = response.headers
         if "transfer-encoding" in headers and "content-length" in headers:
             await response.aclose()  # unread: httpcore closes the connection
             raise httpx.RemoteProtocolError("the response has both Content-Length and Transfer-Encoding")
-        response.stream = _CheckedStream(cast(httpx.AsyncByteStream, response.stream))
+        response.stream = _CheckedStream(cast(httpx.AsyncByteStream, response.stream), self._abandoned)
         return response

@@ -136,9 +136,12 @@ async def test_a_response_read_once_and_dropped_gives_its_connection_back(
     assert await asyncio.to_thread(fake_ollama.wait_for_client_close, 2, left) is not None  # it stopped generating
 
 
-async def test_a_response_never_read_and_collected_gives_its_connection_back(fake_ollama: FakeModel) -> None:
+@both_transports
+async def test_a_response_never_read_and_collected_gives_its_connection_back(
+    fake_ollama: FakeModel, fast_transport: bool
+) -> None:
     fake_ollama.script = Script(tokens=["t"] * 100, delay=0.05)
-    async with client_for(True, httpx.Limits(max_connections=1), httpx.Timeout(5.0, pool=2.0)) as client:
+    async with client_for(fast_transport, httpx.Limits(max_connections=1), httpx.Timeout(5.0, pool=2.0)) as client:
         response = await client.send(
             client.build_request("POST", f"{fake_ollama.url}/api/chat", json=CHAT), stream=True
         )
