@@ -21,12 +21,15 @@ if TYPE_CHECKING:
 logger = logging.getLogger("piagent.check")
 
 
-def _log_config(level: str) -> dict[str, Any]:
-    """uvicorn's own logging set-up, with piagent's loggers printed the same way."""
+def _log_config(level: str, log_format: str = "text") -> dict[str, Any]:
+    """uvicorn's own logging set-up, with piagent's loggers printed the same way (as JSON lines with `json`)."""
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
     config["loggers"]["piagent"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    if log_format == "json":
+        for name in ("default", "access"):
+            config["formatters"][name] = {"()": "piagent.logs.JsonFormatter"}
     return config
 
 
@@ -48,8 +51,9 @@ def serve(settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        access_log=settings.access_log,
-        log_config=_log_config(settings.log_level),
+        # With JSON logs, piagent writes the access line itself (piagent.http.requestids), with the request id.
+        access_log=settings.access_log and settings.log_format == "text",
+        log_config=_log_config(settings.log_level, settings.log_format),
         server_header=False,
         # Heads, slow clients and the connection cap are bounded in piagent's protocol classes.
         http=edge_protocol(limits),

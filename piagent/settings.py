@@ -529,6 +529,12 @@ KEYS: tuple[_Key, ...] = (
         "Serve the built-in chat page at `GET /`; false: `/` answers 404.",
     ),
     _Key("PIAGENT_LOG_LEVEL", "log_level", _choice(*_LOG_LEVELS), "Log level."),
+    _Key(
+        "PIAGENT_LOG_FORMAT",
+        "log_format",
+        _choice("text", "json"),
+        "`text` (uvicorn's lines) or `json`: one JSON object per line, the access line with its request id.",
+    ),
     _Key("PIAGENT_ACCESS_LOG", "access_log", _boolean, "One log line per request (never its content)."),
     _Key(
         "PIAGENT_STARTUP_CHECK",
@@ -694,6 +700,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     allowed_hosts: tuple[str, ...] = ()
     chat_page: bool = True
     log_level: str = "info"
+    log_format: str = "text"
     access_log: bool = True
     startup_check: bool = True
     log_content: bool = False

@@ -36,6 +36,7 @@ from piagent.http.errors import (
 )
 from piagent.http.page import load_chat_page
 from piagent.http.ratelimit import RateLimitMiddleware, TokenBuckets
+from piagent.http.requestids import RequestIdMiddleware
 from piagent.http.requests import STATE_KEY, Runtime
 from piagent.http.routes import build_routes
 from piagent.providers.factory import ProviderSpec, build_providers, provider_specs
@@ -223,6 +224,8 @@ def create_app(
     # answered and a 401 still gets the CORS headers that let the page read it; the rate limit after
     # the keys, so it counts per key.
     middleware = [
+        # Outermost, so every answer (a 403 or 401 included) carries its id and gets its access line.
+        Middleware(RequestIdMiddleware, access_log=settings.access_log and settings.log_format == "json"),
         Middleware(BrowserGuardMiddleware, allowed_hosts=settings.allowed_hosts, cors_origins=settings.cors_origins),
         Middleware(TrailingSlash),
     ]
@@ -233,7 +236,7 @@ def create_app(
                 allow_origins=list(settings.cors_origins),
                 allow_methods=["GET", "POST", "DELETE"],
                 allow_headers=["Authorization", "Content-Type", "Accept"],
-                expose_headers=["X-Conversation-Id", "Retry-After"],
+                expose_headers=["X-Conversation-Id", "Retry-After", "X-Request-Id"],
                 # Never credentials: keys travel in the Authorization header, which needs no cookie
                 # mode, and `*` with credentials would let any site act as the logged-in browser.
                 allow_credentials=False,
