@@ -32,7 +32,6 @@ from piagent.schemas import (
 )
 from piagent.stores.base import ASSISTANT, USER, MemoryStore, Turn
 from piagent.tools.base import Tool, ToolError
-from piagent.tools.delegate import AskAgent
 
 logger = logging.getLogger("piagent.chat")
 
@@ -89,6 +88,8 @@ class ChatService:
             agent = agents[name]
             tools = dict(acting_tools.tools)
             if agent.delegates:
+                from piagent.tools.delegate import AskAgent  # only for agents that ask agents
+
                 timeout = acting_tools.limits.reply_timeout
 
                 async def ask(target: str, question: str, caller: str = name) -> str:
