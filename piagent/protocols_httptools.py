@@ -7,11 +7,20 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from piagent.protocols import Edge, TooManyFields
 
+# Wire bytes a chunk's own framing may take (its size line and CRLF) beside the body bytes it carries.
+CHUNK_FRAMING = 32
+
 
 class EdgeHttpToolsProtocol(Edge, HttpToolsProtocol):
-    """uvicorn's httptools protocol (its default when installed) with piagent's edge limits."""
+    """uvicorn's httptools protocol (its default when installed) with piagent's edge limits.
+
+    httptools joins a field's pieces with `bytes +=` in trailers too, after a chunked body: so while a
+    body is read, the bytes that are not body (chunk framing, trailers) get the head's budget plus
+    `CHUNK_FRAMING` per chunk.
+    """
 
     _fields_left = 0
+    _framing_left = 0  # while a body is read: wire bytes that are not body it may still send
 
     def data_received(self, data: bytes) -> None:
         """Count a head's bytes before httptools sees them; note when body bytes arrive."""
@@ -30,9 +39,13 @@ class EdgeHttpToolsProtocol(Edge, HttpToolsProtocol):
             self._head_left -= len(data)
         else:
             self._body_seen = self.loop.time()
+            self._framing_left -= len(data)  # on_body gives the body's share back
         self._feed(data)
-        if self._head_left < 0 and self._timer is None and not self.transport.is_closing():
-            self._start_body_timer()
+        if self._head_left < 0 and not self.transport.is_closing():
+            if self._framing_left < 0:
+                self._refuse(self.answers.too_large)
+            elif not self._body_seen:  # the head completed in this read
+                self._begin_body()
 
     def _feed(self, data: bytes) -> None:
         # uvicorn's own data_received, told apart from a parse error when a limit stopped the parser.
@@ -58,10 +71,10 @@ class EdgeHttpToolsProtocol(Edge, HttpToolsProtocol):
         self.send_400_response(message)
 
     def on_message_begin(self) -> None:
-        """A new request starts: its head timer (unless the connection's first is running) and field count."""
+        """A new request starts: its head deadline (unless the connection's first runs) and field count."""
         super().on_message_begin()
         self._fields_left = self.limits.max_headers
-        self._start_head_timer()
+        self._begin_head()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """uvicorn's on_header, stopping the parser past the field limit."""
@@ -74,14 +87,23 @@ class EdgeHttpToolsProtocol(Edge, HttpToolsProtocol):
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        """The head is in: its timer ends, and the app starts."""
-        self._cancel_timer()
+        """The head is in: its deadline ends, and the app starts."""
+        self._end_head()
         self._head_left = -1
-        self._head_started = False
+        self._framing_left = self.limits.max_header_bytes
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        """uvicorn's on_body; body bytes do not count against the framing budget."""
+        self._framing_left += len(body)
+        super().on_body(body)
+
+    def on_chunk_header(self) -> None:
+        """Each chunk of a chunked body may spend `CHUNK_FRAMING` bytes on its framing."""
+        self._framing_left += CHUNK_FRAMING
+
     def on_message_complete(self) -> None:
-        """The body is in: its timer ends, and the next head gets the full budget."""
-        self._cancel_timer()
+        """The body is in: its deadline ends, and the next head gets the full budget."""
+        self._body_seen = 0.0
         self._head_left = self.limits.max_header_bytes
         super().on_message_complete()

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 import uvicorn
 
 from piagent.http.requests import STATE_KEY, Runtime
-from piagent.protocols import Edge, EdgeH11Protocol, EdgeLimits, with_limits
+from piagent.protocols import Edge, EdgeLimits, with_limits
 from piagent.settings import Settings
 from piagent.systemd import Notifier
 
@@ -38,8 +38,11 @@ SPARE_DESCRIPTORS = 32
 
 
 def edge_protocol(limits: EdgeLimits, http: str = "auto") -> type[asyncio.Protocol]:
-    """The class for uvicorn's `http=` option: httptools when installed (as uvicorn's `auto`), else h11."""
-    base: type[Edge] = EdgeH11Protocol
+    """The class for uvicorn's `http=` option: httptools when installed (as uvicorn's `auto`), else h11.
+
+    Only the chosen protocol's module (and parser) is imported.
+    """
+    base: type[Edge] | None = None
     if http in ("auto", "httptools"):
         try:
             from piagent.protocols_httptools import EdgeHttpToolsProtocol
@@ -48,6 +51,10 @@ def edge_protocol(limits: EdgeLimits, http: str = "auto") -> type[asyncio.Protoc
                 raise
         else:
             base = EdgeHttpToolsProtocol
+    if base is None:
+        from piagent.protocols_h11 import EdgeH11Protocol
+
+        base = EdgeH11Protocol
     return with_limits(base, limits)
 
 

@@ -136,6 +136,37 @@ def flood(port: int, stop: threading.Event, header_bytes: int, report: list[int]
             report.append(sent)
 
 
+def send_until_closed(sock: socket.socket, limit: int) -> tuple[int, bool]:
+    """Send up to `limit` bytes: (how many were sent, whether the server closed the connection first)."""
+    sent = 0
+    try:
+        while sent < limit:
+            sock.sendall(b"a" * 65536)
+            sent += 65536
+    except OSError:
+        return sent, True
+    return sent, False
+
+
+@pytest.mark.parametrize("http", PROTOCOLS)
+def test_a_chunked_body_with_a_huge_trailer_is_cut_off_but_many_small_chunks_are_fine(
+    make_settings: MakeSettings, http: str
+) -> None:
+    with edge_server(make_settings, http) as served, socket.create_connection(("127.0.0.1", port_of(served))) as sock:
+        sock.sendall(b"POST /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-Trailer: ")
+        sent, cut = send_until_closed(sock, 64 * 1024 * 1024)
+        assert cut
+        assert sent < 16 * 1024 * 1024
+        body = b'{"message": "' + b"a" * 4000 + b'"}'
+        chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i : i + 3]), body[i : i + 3]) for i in range(0, len(body), 3))
+        small, _ = exchange(
+            port_of(served),
+            b"POST /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\nX-Trailer: fine\r\n\r\n",
+        )
+        assert status_of(small) == 200
+
+
 @pytest.mark.parametrize("http", PROTOCOLS)
 def test_health_keeps_answering_while_a_client_sends_a_150_mb_header(make_settings: MakeSettings, http: str) -> None:
     with edge_server(make_settings, http) as served, httpx.Client(base_url=served.url, timeout=5) as client:
@@ -180,17 +211,30 @@ def test_a_head_not_complete_within_the_timeout_gets_408_and_is_closed(make_sett
         assert 0.4 < took < 2
 
 
+FIRST_REQUESTS = [
+    pytest.param(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", id="after-a-get"),
+    pytest.param(
+        b"POST /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 16\r\n\r\n"
+        b'{"message":"hi"}',
+        id="after-a-body",  # the body's longer deadline must not postpone the next head's
+    ),
+]
+
+
+@pytest.mark.parametrize("first", FIRST_REQUESTS)
 @pytest.mark.parametrize("http", PROTOCOLS)
-def test_a_kept_alive_connection_whose_next_head_stalls_is_closed(make_settings: MakeSettings, http: str) -> None:
+def test_a_kept_alive_connection_whose_next_head_stalls_is_closed(
+    make_settings: MakeSettings, http: str, first: bytes
+) -> None:
     with (
-        edge_server(make_settings, http, header_timeout=0.5) as served,
+        edge_server(make_settings, http, header_timeout=0.5, body_timeout=5) as served,
         socket.create_connection(("127.0.0.1", port_of(served))) as sock,
     ):
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        first = b""
-        while not first.endswith(b"}"):
-            first += sock.recv(65536)
-        assert status_of(first) == 200
+        sock.sendall(first)
+        answer = b""
+        while not answer.endswith(b"}"):
+            answer += sock.recv(65536)
+        assert status_of(answer) == 200
         time.sleep(0.7)  # idle between requests is the keep-alive timeout's business (5 s), not the head's
         sock.sendall(b"GET /health HTTP/1.1\r\nHo")
         answer, took = read_until_closed(sock, 5)
