@@ -32,15 +32,17 @@ T = TypeVar("T")
 END_WAIT = 0.1
 
 
-def request_headers(accept: str, api_key: str = "") -> httpx.Headers:
-    """The headers of every upstream request: JSON in, `accept` out, no compression, and the API key if any.
+def request_headers(accept: str, api_key: str = "", defaults: httpx.Headers | None = None) -> httpx.Headers:
+    """The headers of every upstream request: the client's `defaults` (its User-Agent), JSON in, `accept` out,
+    no compression, and the API key if any.
 
-    Built once per provider: httpx would otherwise normalize a dict into Headers on every request.
+    Built once per provider: httpx would otherwise merge and normalize them on every request.
     """
-    headers = {"Content-Type": "application/json", "Accept": accept, "Accept-Encoding": "identity"}
+    headers = httpx.Headers(defaults)
+    headers.update({"Content-Type": "application/json", "Accept": accept, "Accept-Encoding": "identity"})
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
-    return httpx.Headers(headers)
+    return headers
 
 
 async def read_upto(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
@@ -108,7 +110,7 @@ class ProviderCore:
         self.max_line_bytes = max_line_bytes
         self.max_error_bytes = max_error_bytes
         self.max_reply_bytes = max_reply_bytes
-        self._headers = request_headers(accept, api_key)
+        self._headers = request_headers(accept, api_key, client.headers)
         self._check_headers = request_headers("application/json", api_key)
 
     @asynccontextmanager
