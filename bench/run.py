@@ -10,8 +10,8 @@ rounds:
    ``GET /health`` 200, idle RSS, RSS after 1,000 requests, RSS growth per stored conversation over 10,000 new
    conversations, peak RSS (VmHWM);
 3. start piagent again for the load scenarios: streamed 256-token replies at 1 and 16 clients, non-streamed 16-token
-   replies at 32 clients, and a "trickle" stream (64 tokens, 2 ms apart, 16 clients), reading the server's CPU time
-   (utime + stime from /proc) around each one.
+   replies at 32 clients, and a "trickle" stream as a model on a Pi sends it (64 tokens, one per read, 20 ms apart,
+   8 clients), reading the server's CPU time (every thread's run time from /proc schedstat) around each one.
 
 This process (the load generator) pins itself to core 0 with the fake. It prints one Markdown table with both
 rounds, the baseline, their ratio and the targets, then appends it to ``bench/RESULTS.md`` with the date, machine,
@@ -88,6 +88,8 @@ class Plan:
     run_baseline: bool
     max_conversations: int
     wait_quiet_s: float
+    server_root: Path = REPO_ROOT  # the server's working directory: which checkout of piagent runs
+    run_memory: bool = True  # the memory instance (off with --only)
 
 
 @dataclass
@@ -161,18 +163,6 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` and its descendants, in seconds."""
-    ticks = 0
-    for member in process_tree(pid):
-        try:
-            fields = Path(f"/proc/{member}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 def status_kib(pid: int, key: str) -> int:
     """A ``kB`` figure (``VmRSS``, ``VmHWM``) from /proc/PID/status, summed over the process tree."""
     total = 0
@@ -200,6 +190,12 @@ def run_seconds(pid: int) -> float:
         except (OSError, ValueError, IndexError):
             continue
     return total / 1e9
+
+
+def tree_run_seconds(pid: int) -> float:
+    """`run_seconds` summed over ``pid`` and its descendants: a server's CPU time to the nanosecond, since a load
+    of a few seconds at a model's pace uses only some ten 10 ms ticks of utime + stime."""
+    return sum(run_seconds(member) for member in process_tree(pid))
 
 
 def machine_busy_seconds() -> float:
@@ -242,8 +238,11 @@ def free_port() -> int:
 class Process:
     """A server this script started, in its own session, logging to ``log_path``."""
 
-    def __init__(self, name: str, argv: Sequence[str], env: dict[str, str], port: int, log_dir: Path) -> None:
+    def __init__(
+        self, name: str, argv: Sequence[str], env: dict[str, str], port: int, log_dir: Path, cwd: Path = REPO_ROOT
+    ) -> None:
         self.name = name
+        self.cwd = cwd
         self.argv = list(argv)
         self.env = env
         self.port = port
@@ -263,7 +262,7 @@ class Process:
         with self.log_path.open("wb") as log:
             self._proc = await asyncio.create_subprocess_exec(
                 *self.argv,
-                cwd=REPO_ROOT,
+                cwd=self.cwd,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -370,7 +369,7 @@ def server_process(plan: Plan, fake_port: int, log_dir: Path) -> Process:
         }
     )
     env.update(dict(plan.extra_env))
-    return Process("piagent", _pinned(argv, 1, plan.pin), env, port, log_dir)
+    return Process("piagent", _pinned(argv, 1, plan.pin), env, port, log_dir, plan.server_root)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -506,7 +505,7 @@ async def measure(
         if plan.wait_quiet_s > 0:
             await wait_quiet(plan.wait_quiet_s)
         await fake_stats(fake.port, reset=True)
-        server_cpu = cpu_seconds(server_pid) if server_pid is not None else 0.0
+        server_cpu = tree_run_seconds(server_pid) if server_pid is not None else 0.0
         harness_cpu = run_seconds(os.getpid()) + run_seconds(fake.pid)
         machine_cpu = machine_busy_seconds()
         result = await generator.run(scenario.count, plan.max_seconds)
@@ -515,7 +514,7 @@ async def measure(
         measured = Measured(result, scenario.tokens)
         ours = harness_cpu
         if server_pid is not None:
-            measured.server_cpu_s = cpu_seconds(server_pid) - server_cpu
+            measured.server_cpu_s = tree_run_seconds(server_pid) - server_cpu
             ours += measured.server_cpu_s
             measured.upstream = await fake_stats(fake.port)
         if result.elapsed_s:
@@ -613,7 +612,8 @@ async def one_round(plan: Plan, number: int, log_dir: Path, log: Callable[[str],
                 record.problems.append(f"round {number} baseline stopped: {type(exc).__name__}: {exc}")
         if plan.run_piagent:
             try:
-                record.memory = await memory_phase(plan, fake, log_dir, log)
+                if plan.run_memory:
+                    record.memory = await memory_phase(plan, fake, log_dir, log)
             except (OSError, RuntimeError, TimeoutError, ValueError) as exc:
                 record.problems.append(f"round {number} memory instance stopped: {type(exc).__name__}: {exc}")
             try:
@@ -724,6 +724,7 @@ def build_rows(plan: Plan, rounds: Sequence[Round]) -> list[Row]:
         ("stream1", "extra TTFT p50 (ms)"): ("<=", 1.0),
         ("stream16", "tokens relayed/s"): (">=", 40_000.0),
         ("json32", "requests/s"): (">=", 1_000.0),
+        ("trickle", "server CPU per token (µs)"): ("<=", 30.0),
     }
     for scenario in plan.scenarios:
         key = scenario.key
@@ -919,7 +920,7 @@ def machine_info(plan: Plan) -> list[str]:
         python_version, packages = "unknown", "unknown"
     revision = "unknown"
     try:
-        git = ["git", "-C", str(REPO_ROOT)]
+        git = ["git", "-C", str(plan.server_root)]
         head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(
             [*git, "status", "--porcelain", "--", "piagent"], capture_output=True, text=True, timeout=10
@@ -934,7 +935,7 @@ def machine_info(plan: Plan) -> list[str]:
         f"- date: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- machine: {cpu}, {os.cpu_count()} cores, Linux {platform.release()}",
         f"- Python {python_version} ({plan.python}); {packages}",
-        f"- piagent revision: {revision}; server command: `{server}` (cwd {REPO_ROOT})",
+        f"- piagent revision: {revision}; server command: `{server}` (cwd {plan.server_root})",
         "- server env: PIAGENT_ACCESS_LOG=false (access log off), PIAGENT_LOG_LEVEL=warning, "
         f"PIAGENT_MODEL=bench, PIAGENT_MEMORY_MAX_CONVERSATIONS={plan.max_conversations}, "
         + ", ".join(f"{k}={v}" for k, v in ADMISSION_ENV.items())
@@ -965,11 +966,17 @@ def make_plan(args: argparse.Namespace) -> Plan:
         Scenario("stream1", "stream 256 tok, 1 client", True, 256, 1, n(300, 30), n(30, 5)),
         Scenario("stream16", "stream 256 tok, 16 clients", True, 256, 16, n(1024, 96), n(64, 32)),
         Scenario("json32", "non-stream 16 tok, 32 clients", False, 16, 32, n(6400, 640), n(320, 64)),
-        Scenario("trickle", "stream 64 tok at 2 ms/token, 16 clients", True, 64, 16, n(160, 32), 16, 2.0),
+        # A model on a Pi: each token in its own read, 20 ms apart; CPU per token includes each request's set-up.
+        Scenario("trickle", "stream 64 tok at 20 ms/token, 8 clients", True, 64, 8, n(64, 16), 8, 20.0),
     )
+    if args.only:
+        unknown = set(args.only) - {scenario.key for scenario in scenarios}
+        if unknown:
+            raise SystemExit(f"--only: no scenario {sorted(unknown)}; there are {[s.key for s in scenarios]}")
+        scenarios = tuple(scenario for scenario in scenarios if scenario.key in args.only)
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     pin = not args.no_pin and usable >= 2
-    has_piagent = args.server_cmd is not None or (REPO_ROOT / "piagent" / "__main__.py").is_file()
+    has_piagent = args.server_cmd is not None or (args.server_root / "piagent" / "__main__.py").is_file()
     extra_env = []
     for item in args.env:
         key, sep, value = item.partition("=")
@@ -992,6 +999,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
         run_baseline=not args.piagent_only,
         max_conversations=args.max_conversations,
         wait_quiet_s=args.wait_quiet,
+        server_root=args.server_root.resolve(),
+        run_memory=not args.only,
     )
 
 
@@ -1020,6 +1029,19 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="command to benchmark instead of `{python} -m piagent`; {python}, {host}, {port} and {ollama_url} "
         "are filled in, and the PIAGENT_* variables are set as well",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="only this load scenario (stream1, stream16, json32, trickle; repeatable), and no memory instance",
+    )
+    parser.add_argument(
+        "--server-root",
+        type=Path,
+        default=REPO_ROOT,
+        help="the server's working directory, so another checkout's piagent runs (e.g. main, for a before/after)",
     )
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra server env, repeatable")
     parser.add_argument("--max-conversations", type=int, default=20_000, help="PIAGENT_MEMORY_MAX_CONVERSATIONS")
