@@ -11,6 +11,12 @@ format, continue conversations, leave early, send wrong keys and broken bodies, 
 generation queue. It reports requests, outcomes by kind, the server's RSS at start, after warm-up
 and at the end, and the upstream connections left open, and checks the targets: no 500, RSS growth
 under 5% after warm-up, every upstream connection closed once piagent has shut down.
+
+Then, unless `--no-hostile`, the hostile phase (bench/soak_hostile.py): header floods, half-sent heads past
+the connection cap, silent bodies, foreign Origin and Host, deeply nested JSON, and agents whose model sends a
+huge error body, a reply far past the reply cap, a gzip body, a huge or crowded response head, or leaves its
+body open after the done line. Per case: outcomes, /health's statuses and worst latency, and the server's peak
+RSS over its idle RSS at start, within +16 MiB for client cases and +32 MiB for upstream cases.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from typing import Any
 
 import httpx
 from fakemodel import FakeModel, Script
+from soak_hostile import HEAD_TIMEOUT, MAX_OPEN_CONNECTIONS, UPSTREAM_SCRIPTS, Case, hostile_phase
 
 KEYS = ("soak-key-one-0123456789abcdef", "soak-key-two-0123456789abcdef")
 LINE_CAP = 4096
@@ -205,7 +212,7 @@ async def load(url: str, clients: int, seconds: float, tally: Tally, seed: int) 
 
 
 def write_prompts(folder: Path) -> None:
-    for name in SCRIPTS:
+    for name in [*SCRIPTS, *UPSTREAM_SCRIPTS]:
         (folder / f"{name}.md").write_text(f"---\nmodel: {name}\n---\nYou are a soak test.\n", encoding="utf-8")
 
 
@@ -216,11 +223,12 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=14, help="concurrent clients (default 14)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--no-hostile", action="store_true", help="skip the hostile phase after the load")
     args = parser.parse_args()
     warmup = args.warmup if args.warmup is not None else max(20.0, args.duration * 0.1)
 
     fake = FakeModel().start()
-    fake.scripts = {name: script for name, (_, script) in SCRIPTS.items()}
+    fake.scripts = {name: script for name, (_, script) in SCRIPTS.items()} | UPSTREAM_SCRIPTS
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         prompts = Path(tmp) / "prompts"
@@ -241,6 +249,9 @@ def main() -> int:
             PIAGENT_MEMORY_MAX_CONVERSATIONS="200",
             PIAGENT_RATE_LIMIT="1000000",
             PIAGENT_SHUTDOWN_GRACE="5",
+            PIAGENT_HEADER_TIMEOUT=str(HEAD_TIMEOUT),
+            PIAGENT_BODY_TIMEOUT=str(HEAD_TIMEOUT),
+            PIAGENT_MAX_OPEN_CONNECTIONS=str(MAX_OPEN_CONNECTIONS),
             PIAGENT_ACCESS_LOG="false",
             PIAGENT_LOG_LEVEL="warning",
         )
@@ -286,6 +297,11 @@ def main() -> int:
                 elapsed = time.monotonic() - started
                 time.sleep(2.0)  # let the last aborted generations unwind
                 rss["end"] = rss_kib(server.pid)
+                cases: list[Case] = []
+                if not args.no_hostile:
+                    print("hostile phase", flush=True)
+                    cases = asyncio.run(hostile_phase(url, server.pid, KEYS[0]))
+                    time.sleep(2.0)
                 open_during = fake.open_connections
                 server.send_signal(signal.SIGTERM)
                 code = server.wait(timeout=30)
@@ -316,12 +332,24 @@ def main() -> int:
         "server_exit": code,
         "server_log_tracebacks": server_log.count("Traceback"),
         "server_log_asgi_exceptions": server_log.count("Exception in ASGI application"),
+        "hostile_health_worst_ms": round(max((case.health_worst_ms for case in cases), default=0.0), 1),
+        "hostile": {case.name: case.figures(rss["start"]) for case in cases},
     }
     checks = {
         "no 500": fives == 0 and figures["server_log_asgi_exceptions"] == 0,
         "RSS growth after warm-up < 5%": growth < 5.0,
         "every upstream connection closed at the end": open_after == 0,
     }
+    if cases:
+        hostile = figures["hostile"].values()
+        checks["hostile: no 500"] = not any(case["has_500"] for case in hostile)
+        checks["hostile: /health answered throughout (every probe got a status)"] = all(
+            all(status.isdigit() for status in case["health"]) for case in hostile
+        )
+        for side, budget in (("client", "+16 MiB"), ("upstream", "+32 MiB")):
+            checks[f"hostile: {side} cases' peak RSS within {budget} of idle"] = all(
+                case["within_budget"] for case in hostile if case["side"] == side
+            )
     print(json.dumps(figures, indent=2, ensure_ascii=False))
     for name, ok in checks.items():
         print(f"{'PASS' if ok else 'FAIL'}  {name}")
