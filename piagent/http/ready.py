@@ -10,7 +10,7 @@ is ever held back to wait for another, and a step is never started twice.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Coroutine, Generator
+from collections.abc import AsyncGenerator, Awaitable, Coroutine, Generator
 from contextlib import suppress
 from typing import Any, Generic, TypeVar, cast
 
@@ -77,11 +77,14 @@ class ReadySource(Generic[T]):
         self._pending, self._waiting = step, waiting
         return WAITING
 
-    async def wait(self) -> T:
-        """The item `ready` had to leave waiting (raises StopAsyncIteration at the end)."""
+    def wait(self) -> Awaitable[T]:
+        """The item `ready` had to leave waiting, to await (raises StopAsyncIteration at the end).
+
+        A plain method returning the awaitable, not a coroutine: one frame less on every resume of a trickle.
+        """
         step, self._pending = self._pending, None
         assert step is not None, "wait() follows a ready() that returned WAITING"
-        return await _Rest(step, self._waiting)
+        return _Rest(step, self._waiting)
 
     async def abandon(self, exc: BaseException) -> None:
         """Unwind a step left waiting by throwing `exc` in where it waits (as a cancellation would arrive), so the

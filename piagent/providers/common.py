@@ -10,7 +10,7 @@ kilobytes into gigabytes before any limit applied.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
 from contextlib import aclosing, asynccontextmanager
 from typing import Literal, TypeVar, cast
 
@@ -58,6 +58,17 @@ async def read_upto(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
             if size > limit:
                 return b"".join(parts)[:limit], True
     return b"".join(parts), False
+
+
+def body_chunks(response: httpx.Response) -> AsyncIterable[bytes]:
+    """The body as the transport reads it: a streamed reply's bytes without httpx's two generators around them.
+
+    `aiter_bytes` decodes and re-chunks, and `aiter_raw` counts and tags errors with their request: two async
+    generator steps more for every upstream read, which at one token per read is a good part of its CPU. Neither
+    is needed here: a compressed body is refused before the body is read, and chunk sizes are the reads'.
+    """
+    stream = response.stream
+    return stream if isinstance(stream, httpx.AsyncByteStream) else response.aiter_bytes()
 
 
 def trim(text: str, over: int) -> str:
@@ -125,7 +136,7 @@ class ProviderCore:
                 if response.status_code != 200:
                     text, _ = await read_upto(response, self.max_error_bytes)
                     raise status_error(name, response.status_code, text)
-                async with aclosing(iter_lines(response.aiter_bytes(), self.max_line_bytes, name)) as lines:
+                async with aclosing(iter_lines(body_chunks(response), self.max_line_bytes, name)) as lines:
                     yield name, lines
             except httpx.TransportError as exc:
                 raise self.timeouts.body_error(exc, name) from exc
