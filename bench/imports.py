@@ -1,0 +1,93 @@
+"""Resident memory import by import, so a regression in idle RSS names the import that brought it.
+
+``python bench/imports.py`` starts one fresh interpreter (the one running this script) that imports piagent's
+start-up chain step by step, reading VmRSS from /proc after each step, and prints a Markdown table: RSS after the
+step, what the step added, how many modules it loaded, and the notable standard-library modules among them (the
+ones a lean server would rather not load: urllib.request, http.client, email, click, ...). Steps are cumulative,
+so each row is what that import costs on top of everything above it. ``--json`` prints the raw figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+# piagent's start-up chain in the order it is imported; later steps pay only for what earlier ones did not load.
+STEPS = (
+    "asyncio",
+    "ssl",
+    "uvloop",
+    "msgspec",
+    "anyio",
+    "httptools",
+    "httpx",
+    "starlette.applications",
+    "uvicorn",
+    "piagent.settings",
+    "piagent.transport",
+    "piagent.providers.factory",
+    "piagent.stores.memory",
+    "piagent.chat",
+    "piagent.http.app",
+    "piagent.server",
+    "piagent.cli",
+)
+NOTABLE = ("urllib.request", "http.client", "http.cookiejar", "email", "click", "rich", "pygments", "h11", "httpcore")
+
+_PROBE = r"""
+import importlib, json, sys
+def rss():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+# What piagent/__init__.py does before anything imports httpx: httpx's command-line tool is never loaded.
+sys.modules.setdefault("httpx._main", None)
+rows = [{"step": "(interpreter)", "rss_kib": rss(), "modules": len(sys.modules), "new": []}]
+for name in json.loads(sys.argv[1]):
+    before = set(sys.modules)
+    importlib.import_module(name)
+    rows.append({"step": name, "rss_kib": rss(), "modules": len(sys.modules), "new": sorted(set(sys.modules) - before)})
+print(json.dumps(rows))
+"""
+
+
+def measure(python: str) -> list[dict[str, object]]:
+    """One fresh interpreter importing every step in turn."""
+    out = subprocess.run([python, "-c", _PROBE, json.dumps(STEPS)], capture_output=True, text=True, check=True)
+    rows: list[dict[str, object]] = json.loads(out.stdout)
+    return rows
+
+
+def render(rows: list[dict[str, object]]) -> str:
+    """The Markdown table."""
+    lines = ["| import | RSS after (MiB) | added (MiB) | modules added | notable among them |", "|---|---|---|---|---|"]
+    previous = None
+    for row in rows:
+        rss = int(str(row["rss_kib"])) / 1024
+        added = "" if previous is None else f"{rss - previous:+.1f}"
+        new = [str(name) for name in row["new"]]  # type: ignore[attr-defined]
+        tops = {name.split(".")[0] for name in new}
+        notable = sorted({name for name in new if name in NOTABLE} | tops & set(NOTABLE))
+        shown = ", ".join(notable)
+        count = "" if previous is None else str(len(new))
+        lines.append(f"| `{row['step']}` | {rss:.1f} | {added} | {count} | {shown} |")
+        previous = rss
+    return "\n".join(lines)
+
+
+def main() -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--python", default=sys.executable, help="the interpreter to measure (with piagent installed)")
+    parser.add_argument("--json", action="store_true", help="print the raw figures")
+    args = parser.parse_args()
+    rows = measure(args.python)
+    print(json.dumps(rows, indent=1) if args.json else render(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
