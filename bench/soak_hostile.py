@@ -56,6 +56,7 @@ class Case:
     health_recovered_s: float | None = None  # the first 200 after a refused probe, from the case's start
     slowest_s: float = 0.0  # the slowest request of the case, answer or close
     largest_sent_kib: int = 0  # floods: the most one connection wrote before the server answered or reset it
+    start_kib: int = 0  # VmRSS when the case began (its VmHWM starts there)
     hwm_kib: int = 0
     sampled_peak_kib: int = 0
     seconds: float = 0.0
@@ -77,7 +78,9 @@ class Case:
             "health": dict(sorted(self.health.items())),
             "health_worst_ms": round(self.health_worst_ms, 1),
             "health_recovered_s": None if self.health_recovered_s is None else round(self.health_recovered_s, 2),
+            "vmrss_at_start_kib": self.start_kib,
             "vmhwm_kib": self.hwm_kib,
+            "case_rise_kib": peak - self.start_kib,
             "vmrss_sampled_peak_kib": self.sampled_peak_kib,
             "peak_over_idle_kib": peak - idle_kib,
             "budget_kib": budget,
@@ -331,6 +334,7 @@ async def _watch(case: Case, url: str, pid: int, started: float) -> None:
 async def run_case(case: Case, url: str, pid: int, work: Callable[[], Awaitable[None]]) -> None:
     """Reset the server's peak RSS, run `work` under watch, then read the peak."""
     reset_peak(pid)
+    case.start_kib = proc_status(pid, "VmRSS")
     started = time.monotonic()
     watcher = asyncio.create_task(_watch(case, url, pid, started))
     try:
