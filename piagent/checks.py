@@ -163,7 +163,7 @@ async def _check_openai(
     client: httpx.AsyncClient, base: str, api_key: str, users: list[Agent], setting: str, report: Report
 ) -> None:
     url = mask_secret("PIAGENT_OPENAI_URL", base)
-    provider = OpenAIProvider(client, UpstreamPool.from_urls("openai", [base]), api_key)
+    provider = OpenAIProvider(client, UpstreamPool.from_urls("openai", [base]), api_key=api_key)
     try:
         served = await provider.list_models(_READ_TIMEOUT)
     except UpstreamUnavailable:

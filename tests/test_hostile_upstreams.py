@@ -22,6 +22,7 @@ import pytest
 
 from piagent.exceptions import UpstreamError
 from piagent.providers.base import Message
+from piagent.providers.common import ReplyLimits
 from piagent.providers.ollama import OllamaProvider
 from piagent.providers.openai import OpenAIProvider
 from piagent.providers.pool import UpstreamPool
@@ -178,10 +179,14 @@ async def test_a_small_json_answer_is_read_only_up_to_the_line_limit(fast: bool)
     with HostileUpstream() as upstream:
         upstream.other = b'{"models": [' + b" " * (4 * MiB) + b"]}"
         async with httpx.AsyncClient(transport=HTTPToolsTransport() if fast else None) as client:
-            ollama = OllamaProvider(client, UpstreamPool.from_urls("ollama", [upstream.url]), max_line_bytes=4096)
+            ollama = OllamaProvider(
+                client, UpstreamPool.from_urls("ollama", [upstream.url]), ReplyLimits(max_line_bytes=4096)
+            )
             with pytest.raises(UpstreamError, match="answered /api/tags with more than 4096 bytes"):
                 await ollama.list_models()
-            openai = OpenAIProvider(client, UpstreamPool.from_urls("openai", [upstream.url]), max_line_bytes=4096)
+            openai = OpenAIProvider(
+                client, UpstreamPool.from_urls("openai", [upstream.url]), ReplyLimits(max_line_bytes=4096)
+            )
             assert (await openai.check(openai.upstreams[0])).status == "error"
             upstream.other = b'{"models": []}'
             assert await ollama.list_models() == []

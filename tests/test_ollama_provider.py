@@ -11,6 +11,7 @@ import respx
 
 from piagent.exceptions import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from piagent.providers.base import Completion, Message
+from piagent.providers.common import ReplyLimits
 from piagent.providers.ollama import OllamaProvider
 from piagent.providers.pool import UpstreamPool
 from tests.upstream import Chunks, cut, ollama_lines
@@ -144,7 +145,7 @@ async def test_a_line_over_the_cap_is_an_upstream_error(client: httpx.AsyncClien
     huge = b'{"message":{"content":"' + b"x" * 5000 + b'"},"done":false}\n'
     respx.post(f"{URL}/api/chat").mock(return_value=httpx.Response(200, content=huge))
     with pytest.raises(UpstreamError, match="longer than 4096 bytes"):
-        await run(OllamaProvider(client, UpstreamPool.from_urls("ollama", [URL]), max_line_bytes=4096))
+        await run(OllamaProvider(client, UpstreamPool.from_urls("ollama", [URL]), ReplyLimits(max_line_bytes=4096)))
 
 
 @respx.mock
@@ -179,6 +180,6 @@ async def test_a_reply_past_its_byte_cap_is_cut_there_as_a_length_stop(
     client: httpx.AsyncClient, cap: int, expected: list[str]
 ) -> None:
     respx.post(f"{URL}/api/chat").mock(return_value=httpx.Response(200, content=ollama_lines(["héllo", "wörld"])))
-    provider = OllamaProvider(client, UpstreamPool.from_urls("ollama", [URL]), max_reply_bytes=cap)
+    provider = OllamaProvider(client, UpstreamPool.from_urls("ollama", [URL]), ReplyLimits(max_reply_bytes=cap))
     # Cut before its done line, the reply's counts are unknown: the pieces relayed stand in for its tokens.
     assert await run(provider) == [*expected, Completion("length", 0, len(expected))]

@@ -16,6 +16,7 @@ import respx
 from bench.fakemodel import FakeModel, Script
 from piagent.exceptions import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from piagent.providers.base import Completion, Message
+from piagent.providers.common import ReplyLimits
 from piagent.providers.openai import OpenAIProvider, openai_base
 from piagent.providers.pool import UpstreamPool
 from tests.upstream import Chunks, cut, openai_events
@@ -215,7 +216,7 @@ async def test_a_line_over_the_cap_is_an_upstream_error(client: httpx.AsyncClien
     huge = b'data: {"choices":[{"delta":{"content":"' + b"x" * 5000 + b'"}}]}\n\n'
     respx.post(CHAT).mock(return_value=httpx.Response(200, content=huge))
     with pytest.raises(UpstreamError, match="longer than 4096 bytes"):
-        await run(OpenAIProvider(client, UpstreamPool.from_urls("openai", [URL]), max_line_bytes=4096))
+        await run(OpenAIProvider(client, UpstreamPool.from_urls("openai", [URL]), ReplyLimits(max_line_bytes=4096)))
 
 
 @respx.mock
@@ -321,5 +322,7 @@ async def test_first_token_and_idle_timeouts_are_told_apart(
     async with httpx.AsyncClient(timeout=httpx.Timeout(0.5, connect=2)) as http:
         with pytest.raises(UpstreamTimeout, match=message):
             await run(
-                OpenAIProvider(http, UpstreamPool.from_urls("openai", [fake_openai.url]), first_token_timeout=0.3)
+                OpenAIProvider(
+                    http, UpstreamPool.from_urls("openai", [fake_openai.url]), ReplyLimits(first_token_timeout=0.3)
+                )
             )

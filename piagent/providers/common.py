@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
 from contextlib import aclosing, asynccontextmanager
-from typing import Literal, TypeVar, cast
+from typing import Literal, NamedTuple, TypeVar, cast
 
 import anyio
 import httpx
@@ -71,6 +71,16 @@ def body_chunks(response: httpx.Response) -> AsyncIterable[bytes]:
     return stream if isinstance(stream, httpx.AsyncByteStream) else response.aiter_bytes()
 
 
+class ReplyLimits(NamedTuple):
+    """What one upstream reply may cost piagent: its longest line (and small JSON answer), its error body, its
+    text, and the wait for its first token (None: the client's read timeout). Built once from the settings."""
+
+    max_line_bytes: int = 1 << 20
+    max_error_bytes: int = 64 * 1024
+    max_reply_bytes: int = 256 * 1024
+    first_token_timeout: float | None = None
+
+
 def trim(text: str, over: int) -> str:
     """`text` without its last `over` bytes of UTF-8 (a character cut in two is dropped whole)."""
     data = text.encode()
@@ -105,22 +115,14 @@ class ProviderCore:
     )
 
     def __init__(
-        self,
-        client: httpx.AsyncClient,
-        pool: UpstreamPool,
-        accept: str,
-        api_key: str = "",
-        max_line_bytes: int = 1 << 20,
-        first_token_timeout: float | None = None,
-        max_error_bytes: int = 64 * 1024,
-        max_reply_bytes: int = 256 * 1024,
+        self, client: httpx.AsyncClient, pool: UpstreamPool, accept: str, api_key: str, limits: ReplyLimits
     ) -> None:
         self.client = client
         self.pool = pool
-        self.timeouts = ReplyTimeouts(client, first_token_timeout)
-        self.max_line_bytes = max_line_bytes
-        self.max_error_bytes = max_error_bytes
-        self.max_reply_bytes = max_reply_bytes
+        self.timeouts = ReplyTimeouts(client, limits.first_token_timeout)
+        self.max_line_bytes = limits.max_line_bytes
+        self.max_error_bytes = limits.max_error_bytes
+        self.max_reply_bytes = limits.max_reply_bytes
         self._headers = request_headers(accept, api_key, client.headers)
         self._check_headers = request_headers("application/json", api_key)
 

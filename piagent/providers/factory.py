@@ -11,6 +11,7 @@ import httpx
 from piagent.agents import Agents
 from piagent.exceptions import SettingsError
 from piagent.providers.base import Provider
+from piagent.providers.common import ReplyLimits
 from piagent.providers.ollama import OllamaProvider
 from piagent.providers.openai import OpenAIProvider, openai_base
 from piagent.providers.pool import Upstream, UpstreamPool
@@ -70,6 +71,9 @@ def build_providers(
     """One provider object per distinct spec, all on the one shared client; keyed by agent name."""
     upstreams = _name_upstreams(specs, settings)
     tool_limits = ToolCallLimits(settings.max_tool_calls, settings.max_tool_argument_bytes)
+    limits = ReplyLimits(
+        settings.max_line_bytes, settings.max_error_bytes, settings.max_reply_bytes, settings.first_token_timeout
+    )
     by_spec: dict[ProviderSpec, Provider] = {}
     providers: dict[str, Provider] = {}
     for agent_name, spec in specs.items():
@@ -81,29 +85,11 @@ def build_providers(
                 cooloff=settings.upstream_cooloff,
                 clock=clock,
             )
-            first_token = settings.first_token_timeout
             if spec.kind == "openai":
-                provider = OpenAIProvider(
-                    client,
-                    pool,
-                    spec.api_key,
-                    settings.max_line_bytes,
-                    first_token,
-                    max_error_bytes=settings.max_error_bytes,
-                    tool_limits=tool_limits,
-                    max_reply_bytes=settings.max_reply_bytes,
-                )
+                provider = OpenAIProvider(client, pool, limits, api_key=spec.api_key, tool_limits=tool_limits)
             else:
                 provider = OllamaProvider(
-                    client,
-                    pool,
-                    settings.keep_alive,
-                    settings.max_line_bytes,
-                    spec.api_key,
-                    first_token,
-                    max_error_bytes=settings.max_error_bytes,
-                    tool_limits=tool_limits,
-                    max_reply_bytes=settings.max_reply_bytes,
+                    client, pool, limits, keep_alive=settings.keep_alive, api_key=spec.api_key, tool_limits=tool_limits
                 )
             by_spec[spec] = provider
         providers[agent_name] = provider

@@ -10,7 +10,7 @@ import msgspec
 
 from piagent.exceptions import UpstreamError
 from piagent.providers.base import Completion, Message, OutputFormat, Timings, ToolCall, Tools
-from piagent.providers.common import ProviderCore, trim
+from piagent.providers.common import ProviderCore, ReplyLimits, trim
 from piagent.providers.errors import redact
 from piagent.providers.pool import Upstream, UpstreamPool
 from piagent.providers.tooling import FunctionTool, ToolCallLimits, check_count, checked_call, function_tools
@@ -140,27 +140,16 @@ class OllamaProvider:
         self,
         client: httpx.AsyncClient,
         pool: UpstreamPool,
+        limits: ReplyLimits | None = None,
+        *,
         keep_alive: str = "",
-        max_line_bytes: int = 1 << 20,
         api_key: str = "",
-        first_token_timeout: float | None = None,
-        max_error_bytes: int = 64 * 1024,
         tool_limits: ToolCallLimits | None = None,
-        max_reply_bytes: int = 256 * 1024,
     ) -> None:
         self.name = pool.kind
         self._tool_limits = ToolCallLimits() if tool_limits is None else tool_limits
         self.upstreams = pool.upstreams
-        self._core = ProviderCore(
-            client,
-            pool,
-            "application/x-ndjson",
-            api_key,
-            max_line_bytes,
-            first_token_timeout,
-            max_error_bytes,
-            max_reply_bytes,
-        )
+        self._core = ProviderCore(client, pool, "application/x-ndjson", api_key, limits or ReplyLimits())
         self._keep_alive = _keep_alive(keep_alive)
         self._encoder = msgspec.json.Encoder()
         self._decoder = msgspec.json.Decoder(_Chunk)

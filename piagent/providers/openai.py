@@ -10,7 +10,7 @@ import msgspec
 
 from piagent.exceptions import UpstreamError
 from piagent.providers.base import Completion, Message, OutputFormat, ToolCall, Tools
-from piagent.providers.common import ProviderCore, trim
+from piagent.providers.common import ProviderCore, ReplyLimits, trim
 from piagent.providers.errors import redact
 from piagent.providers.lines import sse_data
 from piagent.providers.pool import Upstream, UpstreamPool
@@ -117,26 +117,15 @@ class OpenAIProvider:
         self,
         client: httpx.AsyncClient,
         pool: UpstreamPool,
+        limits: ReplyLimits | None = None,
+        *,
         api_key: str = "",
-        max_line_bytes: int = 1 << 20,
-        first_token_timeout: float | None = None,
-        max_error_bytes: int = 64 * 1024,
         tool_limits: ToolCallLimits | None = None,
-        max_reply_bytes: int = 256 * 1024,
     ) -> None:
         self.name = pool.kind
         self._tool_limits = ToolCallLimits() if tool_limits is None else tool_limits
         self.upstreams = pool.upstreams
-        self._core = ProviderCore(
-            client,
-            pool,
-            "text/event-stream",
-            api_key,
-            max_line_bytes,
-            first_token_timeout,
-            max_error_bytes,
-            max_reply_bytes,
-        )
+        self._core = ProviderCore(client, pool, "text/event-stream", api_key, limits or ReplyLimits())
         self._encoder = msgspec.json.Encoder()
         self._decoder = msgspec.json.Decoder(_Chunk)
 
