@@ -346,3 +346,24 @@ def test_an_agent_takes_tools_from_an_mcp_server_and_deep_health_shows_it(
         assert {"clock", "home__add", "home__echo"} <= offered
         after = http.get("/health?deep=1").json()["mcp"]
         assert (after[0]["state"], after[0]["tools"] > 3) == ("ok", True)
+
+
+def test_an_https_mcp_server_keeps_the_shared_client_on_a_transport_that_speaks_https(
+    fake_ollama: FakeModel, agents_dir: Path, tmp_path: Path
+) -> None:
+    from starlette.testclient import TestClient
+
+    from piagent import Settings
+    from piagent.transport import HTTPToolsTransport
+
+    mcp_file = tmp_path / "mcp.toml"
+    mcp_file.write_text('[mcp.servers.weather]\nurl = "https://weather.example/mcp"\n', encoding="utf-8")
+    plain = Settings(**settings_for(fake_ollama, agents_dir, "ollama"))
+    with_mcp = Settings(**settings_for(fake_ollama, agents_dir, "ollama", mcp_file=str(mcp_file)))
+    transports = []
+    for settings in (plain, with_mcp):
+        app = create_app(settings)
+        with TestClient(app):
+            transports.append(type(app.state.piagent.client._transport))
+    assert transports[0] is HTTPToolsTransport  # plain-http model servers only: piagent's own transport
+    assert transports[1] is not HTTPToolsTransport  # an https MCP server: httpx's, which speaks TLS

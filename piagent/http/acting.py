@@ -76,6 +76,15 @@ def check_agent_tools(settings: Settings, agents: Agents, environ: Mapping[str, 
             raise AgentDefinitionError(f"agent {agent.name!r}: unknown MCP servers {unknown!r}; configured: {known}")
 
 
+def mcp_urls(settings: Settings) -> list[str]:
+    """The URLs of the MCP servers over HTTP: the shared client must be able to reach them too (https)."""
+    if not settings.mcp_file:
+        return []
+    from piagent.mcp.config import load_servers
+
+    return [server.url for server in load_servers(settings.mcp_file) if server.url]
+
+
 def _mcp_names(settings: Settings) -> set[str]:
     if not settings.mcp_file:
         return set()

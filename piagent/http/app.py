@@ -25,7 +25,7 @@ from piagent.chat import ChatService
 from piagent.exceptions import PiagentError, StoreUnavailable
 from piagent.generations import GenerationLimiter
 from piagent.hardware import Readings
-from piagent.http.acting import check_agent_tools, open_agent_tools
+from piagent.http.acting import check_agent_tools, mcp_urls, open_agent_tools
 from piagent.http.auth import ApiKeyMiddleware, load_api_keys
 from piagent.http.browsers import BrowserGuardMiddleware
 from piagent.http.errors import (
@@ -109,7 +109,8 @@ def _lifespan(
             max_connections=settings.max_connections, max_keepalive_connections=settings.max_connections
         )
         # An injected transport wins; ours is made per lifespan, since the client closes it.
-        urls = [url for spec in specs.values() for url in spec.urls]
+        # The model servers, and MCP servers over HTTP, share the one client: its transport must reach them all.
+        urls = [*(url for spec in specs.values() for url in spec.urls), *mcp_urls(settings)]
         upstream = transport if transport is not None else upstream_transport(settings, limits, urls)
         # trust_env=False: a proxy from HTTP_PROXY must never sit between piagent and a local model.
         # verify only for https: loading the CA bundle costs start-up time a plain-http upstream never uses.
