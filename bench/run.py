@@ -506,7 +506,8 @@ async def measure(
             await wait_quiet(plan.wait_quiet_s)
         await fake_stats(fake.port, reset=True)
         server_cpu = tree_run_seconds(server_pid) if server_pid is not None else 0.0
-        harness_cpu = run_seconds(os.getpid()) + run_seconds(fake.pid)
+        fake_cpu = run_seconds(fake.pid)
+        harness_cpu = run_seconds(os.getpid()) + fake_cpu
         machine_cpu = machine_busy_seconds()
         result = await generator.run(scenario.count, plan.max_seconds)
         machine_cpu = machine_busy_seconds() - machine_cpu
@@ -517,6 +518,10 @@ async def measure(
             measured.server_cpu_s = tree_run_seconds(server_pid) - server_cpu
             ours += measured.server_cpu_s
             measured.upstream = await fake_stats(fake.port)
+        else:
+            # In the baseline the fake is the server: its CPU per token is what a bare asyncio process spends on
+            # each token's wake-up and write on this machine, the floor for piagent's figure beside it.
+            measured.server_cpu_s = run_seconds(fake.pid) - fake_cpu
         if result.elapsed_s:
             measured.harness_busy = harness_cpu / result.elapsed_s
             measured.foreign_busy = max(0.0, machine_cpu - ours) / result.elapsed_s
