@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from piagent.agents import Agents, load_agents
 from piagent.chat import ChatService
-from piagent.exceptions import PiagentError, StoreUnavailable
+from piagent.exceptions import PiagentError, SettingsError, StoreUnavailable
 from piagent.generations import GenerationLimiter
 from piagent.hardware import Readings
 from piagent.http.acting import check_agent_tools, mcp_urls, open_agent_tools
@@ -37,13 +37,16 @@ from piagent.http.errors import (
 from piagent.http.page import load_chat_page
 from piagent.http.ratelimit import RateLimitMiddleware, TokenBuckets
 from piagent.http.requestids import RequestIdMiddleware
-from piagent.http.requests import STATE_KEY, Runtime
+from piagent.http.requests import STATE_KEY, GenerationObserver, Runtime
 from piagent.http.routes import build_routes
 from piagent.providers.factory import ProviderSpec, build_providers, provider_specs
 from piagent.schemas import AgentInfo, AgentList
 from piagent.settings import Settings, split_urls
 from piagent.stores import StoreFactory, store_factory
 from piagent.stores.base import MemoryStore
+
+if TYPE_CHECKING:
+    from piagent.http.metrics import Metrics
 
 Lifespan = Callable[[Starlette], Any]
 logger = logging.getLogger("piagent.http.app")
@@ -98,6 +101,7 @@ def _lifespan(
     home: State,
     environ: Mapping[str, str],
     machine: Readings,
+    metrics: GenerationObserver | None,
 ) -> Lifespan:
     """The lifespan; what it opens goes to requests as lifespan state, and onto `home` (piagent's own
     `app.state`) for hosts that run the lifespan but do not pass its state on (Litestar)."""
@@ -124,6 +128,8 @@ def _lifespan(
             store = open_store() if open_store is not None else None
             admit = machine.admit if machine.enabled else None
             limiter = GenerationLimiter(settings.max_concurrent, settings.max_queue, admit=admit)
+            if metrics is not None:
+                metrics.watch(limiter, machine)
             resources = AsyncExitStack()  # the agents' tools: closed after the generations are drained
             try:
                 if store is not None:
@@ -143,7 +149,16 @@ def _lifespan(
                     max_delegation_depth=settings.delegation_max_depth,
                 )
                 runtime = Runtime(
-                    settings, agents, chat, store, build_agent_list(agents), clock(), client, acting.mcp, machine
+                    settings,
+                    agents,
+                    chat,
+                    store,
+                    build_agent_list(agents),
+                    clock(),
+                    client,
+                    acting.mcp,
+                    machine,
+                    metrics,
                 )
                 async with anyio.create_task_group() as tasks:
                     if store is not None:
@@ -193,6 +208,19 @@ async def _check_store(store: MemoryStore) -> None:
         logger.warning("%s; requests that need it get 503 until it is back", exc.message)
 
 
+def _metrics(settings: Settings) -> Metrics | None:
+    """The metrics when PIAGENT_METRICS is on; only then is prometheus_client imported (off costs nothing)."""
+    if not settings.metrics:
+        return None
+    try:
+        from piagent.http.metrics import Metrics
+    except ImportError as exc:
+        raise SettingsError(
+            "PIAGENT_METRICS=true needs prometheus_client: pip install 'piagent[metrics]', or turn it off"
+        ) from exc
+    return Metrics()
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -227,6 +255,13 @@ def create_app(
     middleware = [
         # Outermost, so every answer (a 403 or 401 included) carries its id and gets its access line.
         Middleware(RequestIdMiddleware, access_log=settings.access_log and settings.log_format == "json"),
+    ]
+    metrics = _metrics(settings)
+    if metrics is not None:
+        from piagent.http.metrics import MetricsMiddleware
+
+        middleware.append(Middleware(MetricsMiddleware, metrics=metrics))
+    middleware += [
         Middleware(BrowserGuardMiddleware, allowed_hosts=settings.allowed_hosts, cors_origins=settings.cors_origins),
         Middleware(TrailingSlash),
     ]
@@ -250,7 +285,7 @@ def create_app(
     chat_page = load_chat_page() if settings.chat_page else None
     home = State()
     app = Starlette(
-        routes=build_routes(chat_page),
+        routes=[*build_routes(chat_page), *([metrics.route()] if metrics is not None else [])],
         middleware=middleware,
         exception_handlers={
             PiagentError: handle_piagent_error,
@@ -269,6 +304,7 @@ def create_app(
             home,
             environ,
             machine or Readings(settings.min_available_mb, settings.max_temperature_c),
+            metrics,
         ),
     )
     app.state = home

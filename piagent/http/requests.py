@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
 
 import httpx
 import msgspec
@@ -13,8 +13,9 @@ from starlette.types import Scope
 from piagent.agents import Agents
 from piagent.chat import ChatService
 from piagent.exceptions import InvalidJSON, NotStarted, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from piagent.generations import GenerationLimiter
 from piagent.hardware import Readings
-from piagent.schemas import AgentList
+from piagent.schemas import AgentList, Usage
 from piagent.settings import Settings
 from piagent.stores.base import MemoryStore
 
@@ -25,6 +26,16 @@ T = TypeVar("T")
 STATE_KEY = "piagent"
 # Where an authentication layer puts the caller's identity (never the raw key) for conversation ownership.
 OWNER_SCOPE_KEY = "piagent.owner"
+
+
+class GenerationObserver(Protocol):
+    """What counts generations (piagent.http.metrics, imported only when PIAGENT_METRICS is on)."""
+
+    def watch(self, limiter: GenerationLimiter, machine: Readings | None) -> None:
+        """Read the slots and the machine from now on."""
+
+    def generation(self, agent: str, owner: str, first_token: float | None, total: float, usage: Usage | None) -> None:
+        """One generation ended after `total` seconds (its first token after `first_token`, when known)."""
 
 
 class Runtime(NamedTuple):
@@ -39,6 +50,7 @@ class Runtime(NamedTuple):
     client: httpx.AsyncClient | None = None  # the one shared upstream client (for tests and diagnostics)
     mcp: McpServers | None = None  # the MCP servers agents take tools from, for /health?deep=1
     machine: Readings | None = None  # memory and temperature, as admission reads them
+    metrics: GenerationObserver | None = None  # with PIAGENT_METRICS on
 
 
 def route_path(scope: Scope) -> str:

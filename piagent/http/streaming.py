@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from functools import partial
 from typing import NamedTuple, TypeVar, cast
@@ -16,6 +17,7 @@ from piagent.chat import ChatItem, ChatService, PreparedChat
 from piagent.exceptions import PiagentError, ShuttingDown
 from piagent.generations import GenerationLimiter
 from piagent.http.ready import WAITING, ReadySource
+from piagent.http.requests import get_runtime
 from piagent.http.responses import ENCODER
 from piagent.schemas import (
     ChatResponse,
@@ -185,12 +187,28 @@ async def reply(
     event (it was admitted to the queue); a failure after it is an in-band `error` event.
     """
     limiter = chat.limiter
+    observer = get_runtime(request).metrics
+    started = time.perf_counter()
     if not stream:
-        return whole(await until_disconnect(request.receive, partial(chat.complete, prepared), limiter))
+        response = await until_disconnect(request.receive, partial(chat.complete, prepared), limiter)
+        if observer is not None:
+            total = time.perf_counter() - started
+            observer.generation(prepared.agent.name, prepared.owner, None, total, response.usage)
+        return whole(response)
     fmt = stream_format()
     replies = chat.stream(prepared, queued=fmt.queued is not None)
     first = await until_disconnect(request.receive, replies.__anext__, limiter)
-    return ReplyStream(first, replies, fmt, conversation_id, limiter)
+    on_end = None
+    if observer is not None:
+        # The first item is the first token unless it is the queue's news (then that time is not known).
+        first_token = None if type(first) is QueuedEvent else time.perf_counter() - started
+        agent, owner = prepared.agent.name, prepared.owner
+
+        def on_end(final: ChatResponse | None) -> None:
+            usage = final.usage if final is not None else None
+            observer.generation(agent, owner, first_token, time.perf_counter() - started, usage)
+
+    return ReplyStream(first, replies, fmt, conversation_id, limiter, on_end)
 
 
 class ReplyStream:
@@ -209,8 +227,11 @@ class ReplyStream:
         stream_format: StreamFormat,
         conversation_id: str,
         limiter: GenerationLimiter | None = None,
+        on_end: Callable[[ChatResponse | None], None] | None = None,
     ) -> None:
         self._first = first
+        self._on_end = on_end  # told the reply (None when it did not end whole) once the stream is over
+        self._final: ChatResponse | None = None
         self._replies = replies
         self._format = stream_format
         self._label = f"conversation {conversation_id}" if conversation_id else "a stateless chat"
@@ -248,6 +269,8 @@ class ReplyStream:
             complete = await self._send_error(_halted_error(), send)
         if complete:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if self._on_end is not None:
+            self._on_end(self._final)
 
     async def _relay(self, send: Send) -> bool:
         """Send every event; False when the transfer must be left incomplete to signal an error.
@@ -286,6 +309,8 @@ class ReplyStream:
                     if size >= MAX_WRITE_BYTES:
                         await _flush(send, parts)
                         size = 0
+            if type(item) is ChatResponse:
+                self._final = item
             if fmt.done is not None:
                 # The format's start goes with the first event, which is this one for a reply with no text.
                 parts.append((fmt.start if type(self._first) is ChatResponse else b"") + fmt.done(item))

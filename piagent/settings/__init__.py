@@ -97,6 +97,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     chat_page: bool = True
     log_level: str = "info"
     log_format: str = "text"
+    metrics: bool = False
     access_log: bool = True
     startup_check: bool = True
     log_content: bool = False

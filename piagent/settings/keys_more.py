@@ -86,6 +86,12 @@ KEYS: tuple[_Key, ...] = (
     ),
     _Key("PIAGENT_LOG_LEVEL", "log_level", _choice(*_LOG_LEVELS), "Log level."),
     _Key(
+        "PIAGENT_METRICS",
+        "metrics",
+        _boolean,
+        "Serve `/metrics` in Prometheus' text format (behind the API keys); needs `pip install 'piagent[metrics]'`.",
+    ),
+    _Key(
         "PIAGENT_LOG_FORMAT",
         "log_format",
         _choice("text", "json"),
