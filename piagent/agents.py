@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from piagent.exceptions import AgentDefinitionError, AgentNotFound, SettingsError
+from piagent.exceptions import AgentDefinitionError, AgentNotFound, SettingsError, clip
 from piagent.schemas import whole_string
 from piagent.settings import parse_urls
 
@@ -85,9 +85,10 @@ class Agents(Mapping[str, Agent]):
 
     def resolve(self, name: str | None) -> Agent:
         """The agent called `name` (the default for None), or `AgentNotFound` listing the known ones."""
-        agent = self._agents.get(self.default if name is None else name)
+        name = self.default if name is None else name
+        agent = self._agents.get(name)
         if agent is None:
-            raise AgentNotFound(f"no agent named {name!r}; known agents: {', '.join(sorted(self._agents))}")
+            raise AgentNotFound(f"no agent named {clip(name)}; known agents: {', '.join(sorted(self._agents))}")
         return agent
 
 

@@ -8,6 +8,7 @@ One handler registered for `PiagentError` turns any of them into
     ├── AgentDefinitionError ........ start-up: a prompt file that does not parse (never served)
     ├── RequestError
     │   ├── InvalidJSON ............. 400
+    │   ├── CorsRefused ............. 400 (a preflight asks for a method or header not allowed)
     │   ├── Unauthorized ............ 401 (no or a wrong API key; WWW-Authenticate)
     │   ├── Forbidden ............... 403 (another site's page, or a Host name piagent does not answer to)
     │   ├── NotFound ................ 404 (unknown route)
@@ -38,9 +39,14 @@ from __future__ import annotations
 CLIP = 64
 
 
+def shorten(text: str, limit: int = CLIP) -> str:
+    """The first `limit` characters of `text`, with `...` when there was more."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def clip(text: str, limit: int = CLIP) -> str:
     """`text` as quoted in an error message: its first `limit` characters, with `...` when there was more."""
-    return repr(text if len(text) <= limit else text[:limit] + "...")
+    return repr(shorten(text, limit))
 
 
 class PiagentError(Exception):
@@ -95,6 +101,13 @@ class Forbidden(RequestError):
 
     code = "forbidden"
     status_code = 403
+
+
+class CorsRefused(RequestError):
+    """A browser's CORS preflight asks for a method or header piagent does not allow."""
+
+    code = "cors_refused"
+    status_code = 400
 
 
 class NotFound(RequestError):

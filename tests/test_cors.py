@@ -79,3 +79,17 @@ def test_with_keys_a_preflight_needs_none_and_a_401_is_readable_by_the_page(make
         allowed = client.get("/agents", headers={"Origin": PAGE, "Authorization": f"Bearer {KEY}"})
         assert allowed.status_code == 200
         assert allowed.headers["access-control-allow-origin"] == PAGE
+
+
+def test_a_refused_preflight_answers_in_the_routes_json_error_shape(make_settings: MakeSettings) -> None:
+    with app_client(make_settings, cors_origins=(PAGE,)) as client:
+        native = client.options("/chat", headers={**PREFLIGHT, "Access-Control-Request-Headers": "x-evil"})
+        openai = client.options("/v1/chat/completions", headers={**PREFLIGHT, "Access-Control-Request-Method": "PUT"})
+    assert native.status_code == 400
+    assert native.headers["content-type"] == "application/json"
+    assert native.json()["error"]["code"] == "cors_refused"
+    assert "Disallowed CORS headers" in native.json()["error"]["message"]
+    assert native.headers["access-control-allow-origin"] == PAGE  # so the page can read why
+    assert openai.status_code == 400
+    assert openai.json()["error"]["type"] == "invalid_request_error"
+    assert "Disallowed CORS method" in openai.json()["error"]["message"]

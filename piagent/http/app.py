@@ -16,7 +16,6 @@ from starlette.applications import Starlette
 from starlette.datastructures import State
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -27,7 +26,7 @@ from piagent.generations import GenerationLimiter
 from piagent.hardware import Readings
 from piagent.http.acting import check_agent_tools, mcp_urls, open_agent_tools
 from piagent.http.auth import ApiKeyMiddleware, load_api_keys
-from piagent.http.browsers import BrowserGuardMiddleware
+from piagent.http.browsers import CORS, BrowserGuardMiddleware
 from piagent.http.errors import (
     handle_client_disconnect,
     handle_http_exception,
@@ -36,8 +35,9 @@ from piagent.http.errors import (
 )
 from piagent.http.page import load_chat_page
 from piagent.http.ratelimit import RateLimitMiddleware, TokenBuckets
+from piagent.http.recent import RecentResult
 from piagent.http.requestids import RequestIdMiddleware
-from piagent.http.requests import STATE_KEY, GenerationObserver, Runtime
+from piagent.http.requests import STATE_KEY, DeepHealth, GenerationObserver, Runtime
 from piagent.http.routes import build_routes
 from piagent.providers.factory import ProviderSpec, build_providers, provider_specs
 from piagent.schemas import AgentInfo, AgentList
@@ -148,6 +148,7 @@ def _lifespan(
                     mcp_tools=acting.mcp_tools,
                     max_delegation_depth=settings.delegation_max_depth,
                 )
+                deep_health: RecentResult[DeepHealth] = RecentResult(settings.deep_health_cache, upstream_clock)
                 runtime = Runtime(
                     settings,
                     agents,
@@ -159,6 +160,7 @@ def _lifespan(
                     acting.mcp,
                     machine,
                     metrics,
+                    deep_health,
                 )
                 async with anyio.create_task_group() as tasks:
                     if store is not None:
@@ -233,7 +235,8 @@ def create_app(
     """Build the piagent ASGI app. Agents are read here, so a bad prompt file stops start-up at once.
 
     `transport` replaces the upstream HTTP transport (tests); `clock` is the wall clock memory uses;
-    `upstream_clock` times the cool-off of an upstream that refused a connection; `environ` is where
+    `upstream_clock` times the cool-off of an upstream that refused a connection and how long a deep
+    health check is reused; `environ` is where
     agents' `api_key_env` variables are read (default: the process environment); `machine` reads memory and
     temperature for admission (default: Linux's own files, with the settings' limits).
     The memory store's backend is imported here too, so a missing optional extra stops start-up.
@@ -268,7 +271,7 @@ def create_app(
     if settings.cors_origins:
         middleware.append(
             Middleware(
-                CORSMiddleware,
+                CORS,
                 allow_origins=list(settings.cors_origins),
                 allow_methods=["GET", "POST", "DELETE"],
                 allow_headers=["Authorization", "Content-Type", "Accept"],

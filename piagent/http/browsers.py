@@ -26,10 +26,12 @@ import ipaddress
 from collections.abc import Iterable
 from typing import TypeVar
 
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from piagent.exceptions import Forbidden, clip
+from piagent.exceptions import CorsRefused, Forbidden, clip
 from piagent.http.responses import error_response_for
 
 # Distinct Host (or Origin and Host) values whose answer is remembered; past it the table starts over.
@@ -163,3 +165,29 @@ class BrowserGuardMiddleware:
             await send({"type": "websocket.close", "code": 1008, "reason": "forbidden"})
         else:
             await error_response_for(Request(scope), Forbidden(message))(scope, receive, send)
+
+
+class CORS(CORSMiddleware):
+    """Starlette's CORS middleware, with a refused preflight answered in the route's error shape.
+
+    Starlette answers it `400 Disallowed CORS headers` in plain text; a page's script reads JSON.
+    An origin that is not listed never gets here: the browser guard refuses it first (403).
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "OPTIONS":
+            headers = Headers(scope=scope)
+            if "origin" in headers and "access-control-request-method" in headers:
+                response = self.preflight_response(request_headers=headers)
+                if response.status_code >= 400:
+                    allowed = {name: value for name, value in response.headers.items() if name.startswith("access-")}
+                    methods = allowed.get("access-control-allow-methods", "")
+                    refusal = CorsRefused(
+                        f"this preflight is refused ({bytes(response.body).decode()}): "
+                        f"piagent allows the methods {methods} and the request headers Authorization, Content-Type "
+                        "and Accept"
+                    )
+                    response = error_response_for(Request(scope), refusal, allowed)
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)

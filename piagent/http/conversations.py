@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from piagent.exceptions import ConversationNotFound, ValidationFailed
+from piagent.exceptions import ConversationNotFound, ValidationFailed, clip
 from piagent.http.openapi import JSON, Body, Endpoint, Param
 from piagent.http.requests import get_runtime, owner_of
 from piagent.http.responses import JSONResponse
@@ -52,12 +52,12 @@ def _page_size(text: str | None) -> int:
     if text is None:
         return DEFAULT_PAGE
     if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
-        raise ValidationFailed(f"`limit` must be an integer from 1 to {MAX_PAGE}, got {text!r}", "limit")
+        raise ValidationFailed(f"`limit` must be an integer from 1 to {MAX_PAGE}, got {clip(text)}", "limit")
     return int(text)
 
 
 def _not_found(conversation_id: str) -> ConversationNotFound:
-    return ConversationNotFound(f"no conversation {conversation_id!r}")
+    return ConversationNotFound(f"no conversation {clip(conversation_id)}")
 
 
 async def list_conversations(request: Request) -> Response:

@@ -6,7 +6,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from piagent.exceptions import MethodNotAllowed, NotFound, PiagentError, RequestError
+from piagent.exceptions import MethodNotAllowed, NotFound, PiagentError, RequestError, shorten
 from piagent.http.responses import error_response_for
 
 
@@ -21,9 +21,9 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     error: RequestError
     if exc.status_code == 404:
-        error = NotFound(f"no route for {request.method} {request.url.path}")
+        error = NotFound(f"no route for {shorten(request.method)} {shorten(request.url.path)}")
     elif exc.status_code == 405:
-        error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+        error = MethodNotAllowed(f"{shorten(request.method)} is not allowed on {shorten(request.url.path)}")
     else:
         error = RequestError(str(exc.detail))
         error.status_code = exc.status_code

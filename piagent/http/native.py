@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -9,9 +10,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from piagent.chat import ChatService
 from piagent.exceptions import StoreUnavailable, ValidationFailed
 from piagent.http.openapi import BODY_ERRORS, JSON, NDJSON, SSE, UPSTREAM_ERRORS, Body, Endpoint, Param
-from piagent.http.requests import decode_body, get_runtime, owner_of, read_json_body, wants_deep_health
+from piagent.http.requests import DeepHealth, decode_body, get_runtime, owner_of, read_json_body, wants_deep_health
 from piagent.http.responses import JSONResponse
 from piagent.http.streaming import ReplyStream, choose_format, reply
 from piagent.schemas import (
@@ -25,6 +27,7 @@ from piagent.schemas import (
     MachineHealth,
     StoreHealth,
     TokenEvent,
+    UpstreamHealth,
 )
 from piagent.stores.base import MemoryStore
 from piagent.version import __version__
@@ -53,6 +56,12 @@ async def _store_health(store: MemoryStore) -> StoreHealth:
     return StoreHealth(store.name, "ok")
 
 
+async def _deep_checks(chat: ChatService, store: MemoryStore | None) -> DeepHealth:
+    """Every upstream and the store, asked at once: the part of `/health?deep=1` that costs."""
+    upstreams = await chat.check_upstreams()
+    return upstreams, await _store_health(store) if store is not None else None
+
+
 async def _count_conversations(store: MemoryStore, store_health: StoreHealth | None) -> int | None:
     """None when the store cannot be asked: plain `/health` stays 200 (the process serves); deep reports it."""
     if store_health is not None and store_health.status != "ok":
@@ -66,10 +75,14 @@ async def _count_conversations(store: MemoryStore, store_health: StoreHealth | N
 async def health(request: Request) -> Response:
     """`GET /health`: the server is up; `?deep=1` also asks every upstream and the store (503 if one is down)."""
     runtime = get_runtime(request)
-    deep = wants_deep_health(request.query_params)
     store = runtime.store
-    upstreams = await runtime.chat.check_upstreams() if deep else None
-    store_health = await _store_health(store) if deep and store is not None else None
+    upstreams: list[UpstreamHealth] | None = None
+    store_health: StoreHealth | None = None
+    deep = wants_deep_health(request.query_params)
+    if deep:
+        checks = partial(_deep_checks, runtime.chat, store)
+        cache = runtime.deep_health
+        upstreams, store_health = await (cache.get(checks) if cache is not None else checks())
     conversations = 0 if store is None else await _count_conversations(store, store_health)
     # MCP servers are shown, never started here, and never make piagent itself unhealthy: a tool source is down.
     mcp = runtime.mcp.status() if deep and runtime.mcp is not None else None

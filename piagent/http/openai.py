@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from piagent.exceptions import PiagentError, ValidationFailed
+from piagent.exceptions import PiagentError, ValidationFailed, clip
 from piagent.http.openai_schemas import (
     AssistantMessage,
     ChatCompletion,
@@ -64,7 +64,8 @@ def _text_of(message: ChatMessage, index: int) -> str:
     for number, part in enumerate(content):
         if part.type != "text" or part.text is None:
             raise ValidationFailed(
-                f"only text content parts are served, got {part.type!r}", f"$.messages[{index}].content[{number}].type"
+                f"only text content parts are served, got {clip(part.type)}",
+                f"$.messages[{index}].content[{number}].type",
             )
         texts.append(part.text)
     return "".join(texts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
 
 import httpx
@@ -12,10 +13,20 @@ from starlette.types import Scope
 
 from piagent.agents import Agents
 from piagent.chat import ChatService
-from piagent.exceptions import InvalidJSON, NotStarted, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from piagent.exceptions import (
+    CLIP,
+    InvalidJSON,
+    NotStarted,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+    clip,
+    shorten,
+)
 from piagent.generations import GenerationLimiter
 from piagent.hardware import Readings
-from piagent.schemas import AgentList, Usage
+from piagent.http.recent import RecentResult
+from piagent.schemas import AgentList, StoreHealth, UpstreamHealth, Usage
 from piagent.settings import Settings
 from piagent.stores.base import MemoryStore
 
@@ -23,6 +34,8 @@ if TYPE_CHECKING:
     from piagent.mcp.servers import McpServers
 
 T = TypeVar("T")
+# What `/health?deep=1` asks: every upstream, and the store (None without one).
+DeepHealth = tuple[list[UpstreamHealth], StoreHealth | None]
 STATE_KEY = "piagent"
 # Where an authentication layer puts the caller's identity (never the raw key) for conversation ownership.
 OWNER_SCOPE_KEY = "piagent.owner"
@@ -51,6 +64,8 @@ class Runtime(NamedTuple):
     mcp: McpServers | None = None  # the MCP servers agents take tools from, for /health?deep=1
     machine: Readings | None = None  # memory and temperature, as admission reads them
     metrics: GenerationObserver | None = None  # with PIAGENT_METRICS on
+    # `/health?deep=1`'s checks, shared by concurrent callers and reused for PIAGENT_DEEP_HEALTH_CACHE seconds.
+    deep_health: RecentResult[DeepHealth] | None = None
 
 
 def route_path(scope: Scope) -> str:
@@ -101,7 +116,7 @@ async def read_json_body(request: Request, limit: int, any_type: bool = False) -
         media_type = content_type.partition(";")[0].strip().lower()
         if media_type != "application/json" and not media_type.endswith("+json"):
             raise UnsupportedMediaType(
-                f"expected Content-Type: application/json, got {media_type or 'nothing'!r} "
+                f"expected Content-Type: application/json, got {clip(media_type or 'nothing')} "
                 "(with curl: -H 'Content-Type: application/json')"
             )
     declared = request.headers.get("content-length", "")
@@ -117,6 +132,16 @@ async def read_json_body(request: Request, limit: int, any_type: bool = False) -
     return b"".join(chunks)
 
 
+# msgspec quotes the offending input in some messages: an unknown field's name, an enum's value.
+_QUOTED = re.compile(rf"`([^`]{{{CLIP + 1},}})`|'([^']{{{CLIP + 1},}})'")
+
+
+def _clip_quoted(message: str) -> str:
+    """msgspec's message with any input it quotes cut to a prefix, and the whole bounded in any case."""
+    clipped = _QUOTED.sub(lambda found: repr(shorten(found[1] or found[2])), message)
+    return shorten(clipped, 4 * CLIP)
+
+
 def decode_body(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
     """Decode a request body with a typed decoder: a 400 for JSON syntax, a 422 naming the field otherwise."""
     try:
@@ -125,8 +150,8 @@ def decode_body(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
         # msgspec ends its message with the field's path, "... - at `$.options.temperature`": kept as data.
         message, at, path = str(exc).rpartition(" - at `")
         if at and path.endswith("`"):
-            raise ValidationFailed(message, path[:-1]) from exc
-        raise ValidationFailed(str(exc)) from exc
+            raise ValidationFailed(_clip_quoted(message), path[:-1]) from exc
+        raise ValidationFailed(_clip_quoted(str(exc))) from exc
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise InvalidJSON(f"the body is not valid JSON: {exc}") from exc
     except RecursionError as exc:  # msgspec stops at Python's recursion limit (about 1,000 levels), in any field

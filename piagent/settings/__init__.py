@@ -94,6 +94,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     mcp_restart_max: float = 60.0
     cors_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
+    deep_health_cache: float = 2.0
     chat_page: bool = True
     log_level: str = "info"
     log_format: str = "text"

@@ -79,6 +79,13 @@ KEYS: tuple[_Key, ...] = (
         "`*.home.arpa` for subdomains; `*`: any); others get 403 (DNS rebinding defence).",
     ),
     _Key(
+        "PIAGENT_DEEP_HEALTH_CACHE",
+        "deep_health_cache",
+        _seconds(0, 3600),
+        "Seconds a `/health?deep=1` result is reused (callers meanwhile share one check), so no caller can "
+        "make piagent ask every upstream without bound; 0: each call checks (concurrent ones still share).",
+    ),
+    _Key(
         "PIAGENT_CHAT_PAGE",
         "chat_page",
         _boolean,
