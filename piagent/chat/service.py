@@ -14,7 +14,7 @@ import anyio
 from piagent.agents import Agent, Agents
 from piagent.chat.history import messages_of, record_result, turn_of
 from piagent.chat.prepared import ChatItem, PreparedChat, new_conversation_id
-from piagent.exceptions import StoreUnavailable, ValidationFailed
+from piagent.exceptions import StoreUnavailable, ValidationFailed, clip
 from piagent.generations import GenerationLimiter
 from piagent.loop import AgentTools, LoopDone, run_loop
 from piagent.providers.base import Completion, Message, OutputFormat, Provider, ToolCall, Tools
@@ -132,7 +132,7 @@ class ChatService:
         agent = self.agents.resolve(agent_name)
         provider = self.providers[agent.name]
         if tools is not None and tools.choice not in provider.tool_choices:
-            asked = f"function {tools.function!r}" if tools.choice == "function" else repr(tools.choice)
+            asked = f"function {clip(tools.function or '')}" if tools.choice == "function" else clip(tools.choice)
             raise ValidationFailed(
                 f"tool_choice {asked} cannot be honoured by the {provider.name} server behind {agent.name!r},"
                 " which has no tool_choice; use 'auto' or 'none'",

@@ -128,7 +128,7 @@ def to_tools(request: ChatCompletionRequest, settings: Settings) -> Tools | None
         return Tools(tuple(specs), choice or "auto", "", request.parallel_tool_calls)
     name = choice.function.name
     if name not in {spec.name for spec in specs}:
-        raise ValidationFailed(f"tool_choice names {name!r}, which is not in tools", "$.tool_choice.function.name")
+        raise ValidationFailed(f"tool_choice names {clip(name)}, which is not in tools", "$.tool_choice.function.name")
     return Tools(tuple(specs), "function", name, request.parallel_tool_calls)
 
 
