@@ -66,6 +66,19 @@ def ollama_shape(error: Any) -> None:
             ollama_shape,
             id="ollama-format",
         ),
+        pytest.param(
+            "/v1/chat/completions",
+            f'{{"model":"general","messages":[{{"role":"user","content":"x"}}],'
+            f'"tools":[{{"type":"function","function":{{"name":"f","parameters":{deep_object()}}}}}]}}',
+            openai_shape,
+            id="openai-tool-parameters",
+        ),
+        pytest.param(
+            "/api/generate",
+            f'{{"model":"general","prompt":"x","format":{deep_object()}}}',
+            ollama_shape,
+            id="ollama-generate-format",
+        ),
     ],
 )
 def test_deep_nesting_is_a_client_error_in_the_doors_shape(
