@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -134,6 +135,16 @@ async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> N
     scope.cancel()
 
 
+def _watch(receive: Receive, scope: anyio.CancelScope) -> asyncio.Task[None]:
+    """A task that cancels `scope` when the client disconnects; cancel it when the work is over.
+
+    A plain asyncio task rather than an anyio task group: a group cost ~110 us of CPU per use against ~25 us
+    (uvloop, measured), twice per streamed reply. `scope` is still anyio's, so shields inside it (the store
+    writes) hold. The task is cancelled, not awaited: it waits in `receive` and reads no message once cancelled.
+    """
+    return asyncio.get_running_loop().create_task(_cancel_on_disconnect(receive, scope))
+
+
 def _halted_error() -> ShuttingDown:
     return ShuttingDown("piagent is shutting down; the reply was ended after the grace period")
 
@@ -146,27 +157,23 @@ async def until_disconnect(
     With a `limiter`, a shutdown that halts generations cancels the work too, raising ShuttingDown.
     Only for after the request body has been read: the watcher consumes `receive`.
     """
-    outcome: list[T] = []
-    error: Exception | None = None
-    async with anyio.create_task_group() as group:
-        group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
-        if limiter is not None:
-            limiter.watch(group.cancel_scope)
-        try:
-            outcome.append(await work())
-        except Exception as exc:  # re-raised below, outside the group, so it is not wrapped in a group
-            error = exc
-        finally:
+    scope = anyio.CancelScope()
+    watcher = _watch(receive, scope)
+    try:
+        with scope:
             if limiter is not None:
-                limiter.unwatch(group.cancel_scope)
-        group.cancel_scope.cancel()
-    if error is not None:
-        raise error
-    if not outcome:
-        if limiter is not None and limiter.halted:
-            raise _halted_error()
-        raise ClientDisconnected("the client disconnected")
-    return outcome[0]
+                limiter.watch(scope)
+            try:
+                return await work()
+            finally:
+                if limiter is not None:
+                    limiter.unwatch(scope)
+    finally:
+        watcher.cancel()
+    # Only a cancelled scope gets here: the client left, or a shutdown halted the work.
+    if limiter is not None and limiter.halted:
+        raise _halted_error()
+    raise ClientDisconnected("the client disconnected")
 
 
 async def reply(
@@ -249,17 +256,20 @@ class ReplyStream:
         complete = relayed = False
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self._headers})
-            async with anyio.create_task_group() as group:
-                group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
-                if limiter is not None:
-                    limiter.watch(group.cancel_scope)  # cancels at once if the halt came before this
-                try:
-                    complete = await self._relay(send)
-                    relayed = True
-                finally:
+            cancel = anyio.CancelScope()
+            watcher = _watch(receive, cancel)
+            try:
+                with cancel:
                     if limiter is not None:
-                        limiter.unwatch(group.cancel_scope)
-                    group.cancel_scope.cancel()
+                        limiter.watch(cancel)  # cancels at once if the halt came before this
+                    try:
+                        complete = await self._relay(send)
+                        relayed = True
+                    finally:
+                        if limiter is not None:
+                            limiter.unwatch(cancel)
+            finally:
+                watcher.cancel()
         finally:
             # Closing the reply closes the upstream request, stores the partial reply and frees the slot.
             with anyio.CancelScope(shield=True):
