@@ -10,10 +10,10 @@ import pytest
 
 from bench.fakemodel import FakeModel
 from piagent.exceptions import ValidationFailed
+from piagent.http.formats import token_template
 from piagent.http.ollama_schemas import OllamaChatResponse, OllamaReplyMessage
 from piagent.http.requests import decode_body
 from piagent.http.responses import ENCODER, openai_error
-from piagent.http.streaming import token_template
 from piagent.schemas import ChatRequest
 
 

@@ -12,10 +12,11 @@ from starlette.routing import Route
 
 from piagent.chat import ChatService
 from piagent.exceptions import StoreUnavailable, ValidationFailed
+from piagent.http.formats import choose_format
 from piagent.http.openapi import BODY_ERRORS, JSON, NDJSON, SSE, UPSTREAM_ERRORS, Body, Endpoint, Param
 from piagent.http.requests import DeepHealth, decode_body, get_runtime, owner_of, read_json_body, wants_deep_health
 from piagent.http.responses import JSONResponse
-from piagent.http.streaming import ReplyStream, choose_format, reply
+from piagent.http.streaming import ReplyStream, reply
 from piagent.schemas import (
     AgentList,
     ChatRequest,

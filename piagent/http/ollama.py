@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from piagent.exceptions import PiagentError, ValidationFailed
+from piagent.http.formats import StreamFormat, token_template
 from piagent.http.ollama_schemas import (
     OllamaChatRequest,
     OllamaChatResponse,
@@ -28,7 +29,7 @@ from piagent.http.ollama_schemas import (
 from piagent.http.openapi import JSON, NDJSON, OLLAMA_BODY_ERRORS, UPSTREAM_ERRORS, Body, Endpoint
 from piagent.http.requests import decode_body, get_runtime, owner_of, read_json_body
 from piagent.http.responses import ENCODER, JSONResponse
-from piagent.http.streaming import ReplyStream, StreamFormat, reply, token_template
+from piagent.http.streaming import ReplyStream, reply
 from piagent.http.tooling import CallNames, check_depth, check_tool_count
 from piagent.providers.base import Message, OutputFormat, ToolCall, Tools, ToolSpec, new_call_id
 from piagent.schemas import ChatOptions, ChatResponse, Timings

@@ -15,12 +15,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from piagent.exceptions import PiagentError, ValidationFailed
+from piagent.http.formats import StreamFormat, token_template
 from piagent.http.ollama import agent_name, done_fields, line_safe, timestamp, to_options, to_output
 from piagent.http.ollama_schemas import OllamaError, OllamaGenerateRequest, OllamaGenerateResponse
 from piagent.http.openapi import JSON, NDJSON, OLLAMA_BODY_ERRORS, UPSTREAM_ERRORS, Body, Endpoint
 from piagent.http.requests import decode_body, get_runtime, owner_of, read_json_body
 from piagent.http.responses import ENCODER, JSONResponse
-from piagent.http.streaming import ReplyStream, StreamFormat, reply, token_template
+from piagent.http.streaming import ReplyStream, reply
 from piagent.providers.base import Message
 from piagent.schemas import ChatResponse
 

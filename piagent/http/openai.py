@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from piagent.exceptions import PiagentError, ValidationFailed, clip
+from piagent.http.formats import StreamFormat, token_template
 from piagent.http.openai_schemas import (
     AssistantMessage,
     ChatCompletion,
@@ -38,7 +39,7 @@ from piagent.http.openai_schemas import (
 from piagent.http.openapi import BODY_ERRORS, JSON, SSE, UPSTREAM_ERRORS, Body, Endpoint, Param
 from piagent.http.requests import decode_body, get_runtime, owner_of, read_json_body
 from piagent.http.responses import ENCODER, JSONResponse, openai_error
-from piagent.http.streaming import ReplyStream, StreamFormat, reply, token_template
+from piagent.http.streaming import ReplyStream, reply
 from piagent.http.tooling import CallNames, check_depth, check_tool_count
 from piagent.providers.base import Message, OutputFormat, ToolCall, Tools, ToolSpec
 from piagent.schemas import ChatOptions, ChatResponse
