@@ -40,6 +40,14 @@ class Agent(msgspec.Struct, frozen=True, kw_only=True):
     tool_limits: dict[str, float] = {}
 
 
+def tool_names(agent: Agent) -> list[str]:
+    """What an agent acts with, as `piagent tools` and `piagent check` list it."""
+    names = [*agent.tools, *(f"mcp:{server}" for server in agent.mcp)]
+    if agent.delegates:
+        names.append("ask_agent (" + ", ".join(agent.delegates) + ")")
+    return names
+
+
 class _FrontMatter(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     description: str = ""
     model: str | None = None

@@ -10,7 +10,7 @@ from typing import NamedTuple, TextIO
 
 import httpx
 
-from piagent.agents import Agent, Agents, load_agents
+from piagent.agents import Agent, Agents, load_agents, tool_names
 from piagent.exceptions import AgentDefinitionError, PiagentError, SettingsError, UpstreamTimeout, UpstreamUnavailable
 from piagent.http.acting import check_agent_tools
 from piagent.http.browsers import AllowedHosts
@@ -272,10 +272,7 @@ def check_tools(settings: Settings, agents: Agents | None, report: Report) -> No
         return
     report.say("\nTools:")
     for agent in acting:
-        names = [*agent.tools, *(f"mcp:{server}" for server in agent.mcp)]
-        if agent.delegates:
-            names.append("ask_agent (" + ", ".join(agent.delegates) + ")")
-        report.say(f"  {agent.name}: {', '.join(names)}")
+        report.say(f"  {agent.name}: {', '.join(tool_names(agent))}")
     try:
         check_agent_tools(settings, agents, os.environ)
     except PiagentError as exc:

@@ -117,7 +117,7 @@ def list_agents(settings: Settings) -> int:
 
 def list_tools(settings: Settings) -> int:
     """Print every tool the owner made available and what it can reach, then each agent's tools."""
-    from piagent.agents import load_agents
+    from piagent.agents import load_agents, tool_names
     from piagent.tools.registry import describe_tools
 
     rows = describe_tools(settings)
@@ -130,10 +130,7 @@ def list_tools(settings: Settings) -> int:
     )
     print("Agents:")
     for agent in agents.values():
-        names = [*agent.tools, *(f"mcp:{server}" for server in agent.mcp)]
-        if agent.delegates:
-            names.append("ask_agent (" + ", ".join(agent.delegates) + ")")
-        print(f"  {agent.name}: {', '.join(names) or 'no tools'}")
+        print(f"  {agent.name}: {', '.join(tool_names(agent)) or 'no tools'}")
     return 0
 
 
