@@ -27,9 +27,14 @@ def _log_config(level: str, log_format: str = "text") -> dict[str, Any]:
 
     config = copy.deepcopy(LOGGING_CONFIG)
     config["loggers"]["piagent"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
-    if log_format == "json":
-        for name in ("default", "access"):
+    # Every line logged while serving a request carries its id (piagent.logs), uvicorn's own lines included.
+    config["filters"] = {"request_id": {"()": "piagent.logs.RequestIdFilter"}}
+    for name in ("default", "access"):
+        config["handlers"][name]["filters"] = ["request_id"]
+        if log_format == "json":
             config["formatters"][name] = {"()": "piagent.logs.JsonFormatter"}
+        else:
+            config["formatters"][name]["fmt"] += "%(request_tag)s"
     return config
 
 

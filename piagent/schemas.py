@@ -101,11 +101,12 @@ class DoneEvent(msgspec.Struct, tag_field="event", tag="done"):
     usage: Usage
 
 
-class ErrorEvent(msgspec.Struct, tag_field="event", tag="error"):
-    """The stream ended early; the status was already sent, so the error travels in-band."""
+class ErrorEvent(msgspec.Struct, tag_field="event", tag="error", omit_defaults=True):
+    """The stream ended early; the status was already sent, so the error travels in-band (with the request's id)."""
 
     code: str
     message: str
+    request_id: str | None = None
 
 
 class ToolStep(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -150,11 +151,12 @@ class AgentList(msgspec.Struct):
     default: str
 
 
-class ErrorDetail(msgspec.Struct):
-    """What went wrong, in a stable code and words for people."""
+class ErrorDetail(msgspec.Struct, omit_defaults=True):
+    """What went wrong, in a stable code and words for people, and the request's id (its X-Request-Id)."""
 
     code: str
     message: str
+    request_id: str | None = None
 
 
 class UpstreamHealth(msgspec.Struct, omit_defaults=True):
@@ -210,6 +212,6 @@ class Health(msgspec.Struct, omit_defaults=True):
 
 
 class ErrorBody(msgspec.Struct):
-    """Every error response: `{"error": {"code", "message"}}`."""
+    """Every error response: `{"error": {"code", "message", "request_id"}}`."""
 
     error: ErrorDetail

@@ -13,6 +13,7 @@ import pytest
 from bench.fakemodel import FakeModel, Script
 from piagent import Settings, create_app
 from piagent.schemas import TokenEvent
+from tests.bodies import error_body, without_request_id
 from tests.servers import TRANSPORTS, Served, both_transports, serve_app
 from tests.settle import assert_settled, baseline_tasks
 
@@ -173,7 +174,7 @@ def test_an_error_before_the_first_token_gets_a_real_status_even_when_streaming(
     fake_ollama.script = Script(status=404, error="model 'test-model' not found, try pulling it first")
     response = client.post("/chat", json={"message": "hi", "stream": True}, headers={"Accept": "text/event-stream"})
     assert response.status_code == 502
-    assert response.json() == {
+    assert error_body(response) == {
         "error": {
             "code": "upstream_error",
             "message": "ollama: model 'test-model' not found, try pulling it first (HTTP 404)",
@@ -188,7 +189,15 @@ def test_a_mid_stream_upstream_error_ends_sse_with_an_error_event(client: httpx.
     assert sse_events(response.text) == [
         ("token", {"event": "token", "text": "a"}),
         ("token", {"event": "token", "text": "b"}),
-        ("error", {"event": "error", "code": "upstream_error", "message": "ollama: out of memory"}),
+        (
+            "error",
+            {
+                "event": "error",
+                "code": "upstream_error",
+                "message": "ollama: out of memory",
+                "request_id": response.headers["x-request-id"],
+            },
+        ),
     ]
 
 
@@ -323,8 +332,9 @@ def test_upstream_failures_before_the_first_token_get_a_status_and_leave_nothing
                 headers={"Accept": accept},
             )
             assert response.status_code == status, (stream, response.text)
-            assert response.json() == {"error": {"code": code, "message": response.json()["error"]["message"]}}
-            assert message in response.json()["error"]["message"]
+            body = error_body(response)
+            assert body == {"error": {"code": code, "message": body["error"]["message"]}}
+            assert message in body["error"]["message"]
             assert "127.0.0.1" not in response.text
             assert_settled(served, baseline, fake_ollama)
             assert stored_turns(served, conversation) == before
@@ -402,7 +412,7 @@ def test_upstream_failures_mid_stream_end_in_band_and_keep_the_partial_reply(
                 events = [msgspec.json.decode(line) for line in response.text.splitlines()]
             *tokens, last = events
             assert all(event["event"] == "token" for event in tokens)
-            assert last == {"event": "error", "code": code, "message": last["message"]}
+            assert without_request_id(last, response) == {"event": "error", "code": code, "message": last["message"]}
             assert message in last["message"]
             assert_partial_kept(served, conversation, before, "".join(event["text"] for event in tokens))
 
@@ -439,7 +449,8 @@ def test_the_first_token_and_idle_timeouts_each_bound_their_own_phase(serve_full
         started = time.monotonic()
         response = client.post("/chat", json={"message": "hi", "stream": True}, headers={"Accept": "text/event-stream"})
         elapsed = time.monotonic() - started
-        assert [data for _, data in sse_events(response.text)] == [
+        *tokens, last = [data for _, data in sse_events(response.text)]
+        assert [*tokens, without_request_id(last, response)] == [
             {"event": "token", "text": "a"},
             {
                 "event": "error",
@@ -456,7 +467,7 @@ def test_an_unreachable_upstream_is_503_naming_it(serve_full: Any) -> None:
         for stream in (False, True):
             response = chat(client, stream=stream)
             assert response.status_code == 503
-            assert response.json()["error"] == {
+            assert error_body(response)["error"] == {
                 "code": "upstream_unavailable",
                 "message": "ollama is unreachable (connection refused or no route); is it running?",
             }

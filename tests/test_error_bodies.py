@@ -11,6 +11,7 @@ import msgspec
 
 from bench.fakemodel import FakeModel, Script
 from piagent import create_app
+from tests.bodies import error_body
 from tests.conftest import MakeSettings
 from tests.servers import serve_app
 from tests.test_disconnects import send_raw_request
@@ -40,9 +41,10 @@ def assert_clean(response: httpx.Response, status: int, code: str) -> None:
         events = [msgspec.json.decode(line) for line in response.text.splitlines()]
         assert events[-1]["event"] == "error"
         assert events[-1]["code"] == code
+        assert events[-1]["request_id"] == response.headers["x-request-id"]
         return
     assert response.headers["content-type"] == "application/json"
-    body = response.json()
+    body = error_body(response)
     assert body == {"error": {"code": code, "message": body["error"]["message"]}}
     assert body["error"]["message"]
 

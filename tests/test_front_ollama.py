@@ -13,6 +13,7 @@ import pytest
 
 from bench.fakemodel import FakeModel, Script
 from piagent import __version__
+from tests.bodies import error_body
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -128,14 +129,15 @@ def test_bad_requests_get_ollamas_error_shape(
 ) -> None:
     response = client.post("/api/chat", json=body)
     assert response.status_code == status
-    assert list(response.json()) == ["error"]
-    assert isinstance(response.json()["error"], str)
-    assert text in response.json()["error"]
+    body = error_body(response)
+    assert list(body) == ["error"]
+    assert isinstance(body["error"], str)
+    assert text in body["error"]
 
 
 def test_routing_errors_under_api_use_ollamas_shape(client: httpx.Client) -> None:
-    assert client.get("/api/chat").json() == {"error": "GET is not allowed on /api/chat"}
-    assert client.post("/api/embed", json={}).json() == {"error": "no route for POST /api/embed"}
+    assert error_body(client.get("/api/chat")) == {"error": "GET is not allowed on /api/chat"}
+    assert error_body(client.post("/api/embed", json={})) == {"error": "no route for POST /api/embed"}
 
 
 def test_the_client_raises_its_own_errors(sdk: ollama.Client, fake_ollama: FakeModel) -> None:
@@ -176,4 +178,6 @@ async def test_the_async_client_streams_too(server: str, fake_ollama: FakeModel)
 def test_a_reply_longer_than_piagent_allows_is_refused_naming_the_option(client: httpx.Client) -> None:
     response = client.post("/api/chat", json={"model": "general", "messages": HI, "options": {"num_predict": 5000}})
     assert response.status_code == 422
-    assert response.json() == {"error": "num_predict is 5000; at most 1024 are allowed - at `$.options.num_predict`"}
+    assert error_body(response) == {
+        "error": "num_predict is 5000; at most 1024 are allowed - at `$.options.num_predict`"
+    }

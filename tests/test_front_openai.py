@@ -13,6 +13,7 @@ import pytest
 
 from bench.fakemodel import FakeModel, Script
 from piagent.http.openai_schemas import ChatCompletionChunk, ChunkChoice, ChunkDelta
+from tests.bodies import error_body
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -192,7 +193,7 @@ def test_bad_requests_get_openais_error_shape(
 ) -> None:
     response = client.post("/v1/chat/completions", json=body)
     assert response.status_code == status
-    error = response.json()["error"]
+    error = error_body(response)["error"]
     assert set(error) == {"message", "type", "param", "code"}
     assert {key: error[key] for key in expected} == expected
     assert error["message"]
@@ -250,7 +251,7 @@ def test_an_unreachable_upstream_is_503_in_openais_shape(serve: Any) -> None:
     with serve(ollama_url="http://127.0.0.1:9") as url:
         response = httpx.post(f"{url}/v1/chat/completions", json={"model": "general", "messages": HI})
     assert response.status_code == 503
-    assert response.json() == {
+    assert error_body(response) == {
         "error": {
             "message": "ollama is unreachable (connection refused or no route); is it running?",
             "type": "server_error",
@@ -307,4 +308,5 @@ def test_with_api_keys_on_the_sdk_key_is_piagents_key(serve: Any) -> None:
         "type": "authentication_error",
         "param": None,
         "code": "unauthorized",
+        "request_id": refused.value.request_id,  # the SDK reads X-Request-Id: the same id
     }

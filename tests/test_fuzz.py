@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.fakemodel import FakeModel
+from tests.bodies import error_body
 
 FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -41,7 +42,7 @@ def assert_answered(response: httpx.Response) -> None:
     assert response.status_code < 500, response.text
     if response.status_code >= 400:
         assert response.headers["content-type"] == "application/json"
-        error = response.json()["error"]
+        error = error_body(response)["error"]
         assert set(error) == {"code", "message"}
         assert isinstance(error["code"], str)
         assert isinstance(error["message"], str)

@@ -11,6 +11,7 @@ import httpx
 import msgspec
 
 from bench.fakemodel import FakeModel, Script
+from tests.bodies import error_body
 from tests.settle import assert_settled, baseline_tasks
 from tests.test_disconnects import send_raw_request
 
@@ -98,7 +99,7 @@ def test_an_agent_that_sets_its_own_length_is_not_given_the_default_cap(
         assert fake_ollama.chat_requests[-1]["options"] == {"num_predict": 100}
         response = client.post("/chat", json={"message": "hi", "options": {"max_tokens": 257}})
         assert response.status_code == 422
-        assert response.json()["error"] == {
+        assert error_body(response)["error"] == {
             "code": "validation_error",
             "message": "max_tokens is 257; at most 256 are allowed - at `$.options.max_tokens`",
         }

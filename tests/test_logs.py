@@ -13,7 +13,7 @@ import httpx
 import msgspec
 import pytest
 
-from bench.fakemodel import FakeModel
+from bench.fakemodel import FakeModel, Script
 from piagent.logs import JsonFormatter
 from tests.servers import free_port, start_piagent, wait_until_serving
 from tests.test_cli import base_env
@@ -108,3 +108,44 @@ def test_json_logs_give_every_line_as_json_and_an_access_line_per_request_withou
     assert "secret words" not in output
     assert "Hello, world!" not in output
     assert KEY not in output
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_a_warning_logged_while_serving_a_request_carries_its_id(
+    prompts_dir: Path, fake_ollama: FakeModel, tmp_path: Path, log_format: str
+) -> None:
+    port = free_port()
+    env = base_env(
+        prompts_dir, PIAGENT_PORT=str(port), PIAGENT_OLLAMA_URL=fake_ollama.url, PIAGENT_LOG_FORMAT=log_format
+    )
+    process = start_piagent(env, tmp_path)
+    try:
+        wait_until_serving(f"http://127.0.0.1:{port}", process)
+        fake_ollama.script = Script(tokens=["a", "b", "c"], error_after=2, error="out of memory")
+        headers = {"X-Request-Id": "trace-7", "Accept": "application/x-ndjson"}
+        reply = httpx.post(f"http://127.0.0.1:{port}/chat", json={"message": "hi", "stream": True}, headers=headers)
+        assert msgspec.json.decode(reply.text.splitlines()[-1])["request_id"] == "trace-7"
+        conversation = reply.headers["x-conversation-id"]
+        fake_ollama.script = Script(tokens=["fine"])
+        assert httpx.post(f"http://127.0.0.1:{port}/chat", json={"message": "hi"}).status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=15)
+    warning = f"reply in conversation {conversation} ended early: ollama: out of memory"
+    if log_format == "json":
+        lines = [msgspec.json.decode(line) for line in output.splitlines() if line.strip()]
+        logged = [line for line in lines if line["message"] == warning]
+        assert [(line["level"], line["logger"], line.get("request_id")) for line in logged] == [
+            ("warning", "piagent.http.streaming", "trace-7")
+        ]
+        # Lines logged outside any request (start-up, shutdown) carry no id.
+        assert not any("request_id" in line for line in lines if line["logger"] == "uvicorn.error")
+    else:
+        logged = [line for line in output.splitlines() if warning in line]
+        assert logged == [f"WARNING:  {warning} [request_id=trace-7]"]
+        accesses = [line for line in output.splitlines() if '"POST /chat HTTP/1.1" 200' in line]
+        assert len(accesses) == 2
+        assert accesses[0].endswith(" [request_id=trace-7]")
+        assert GENERATED.fullmatch(accesses[1].rpartition("[request_id=")[2].rstrip("]"))
+        assert "Application startup complete." in output
+        assert not any("request_id" in line for line in output.splitlines() if "startup complete" in line)

@@ -15,15 +15,22 @@ from starlette.routing import Mount, Route
 
 from bench.fakemodel import FakeModel
 from piagent import __version__, create_app
+from piagent.http.openapi import build_openapi
 from piagent.http.page import load_chat_page
 from piagent.http.routes import API, build_routes
 from tests.conftest import MakeSettings
-from tests.servers import serve_in_thread
+from tests.servers import serve_app, serve_in_thread
 
 
-def route_operations() -> set[tuple[str, str]]:
+def route_operations(metrics: bool = False) -> set[tuple[str, str]]:
+    """Every (method, path) piagent can serve: with the chat page, and with /metrics when `metrics` is on."""
     operations = set()
-    for route in build_routes(load_chat_page()):
+    routes = build_routes(load_chat_page())
+    if metrics:
+        from piagent.http.metrics import Metrics
+
+        routes.append(Metrics().route())
+    for route in routes:
         assert isinstance(route, Route), f"{route!r}: only plain Routes can be described"
         for method in route.methods or ():
             if method != "HEAD":  # Starlette adds HEAD to every GET
@@ -34,9 +41,9 @@ def route_operations() -> set[tuple[str, str]]:
 def test_every_route_has_a_row_in_the_api_table_and_every_row_a_route() -> None:
     rows = [(endpoint.method, endpoint.path) for endpoint in API]
     assert len(rows) == len(set(rows)), "a route has two rows"
-    missing = route_operations() - set(rows)
+    missing = route_operations(metrics=True) - set(rows)
     assert not missing, f"add a row to the door's API rows for {sorted(missing)}"
-    assert set(rows) - route_operations() == set(), "a row describes a route that does not exist"
+    assert set(rows) - route_operations(metrics=True) == set(), "a row describes a route that does not exist"
 
 
 @pytest.fixture
@@ -134,9 +141,44 @@ def test_real_bodies_validate_against_the_documented_schemas(
 
 def test_a_mounted_app_names_its_prefix_as_the_server(make_settings: MakeSettings, fake_ollama: FakeModel) -> None:
     pi = create_app(make_settings())
-    host = Starlette(routes=[Mount("/pi", app=pi)], lifespan=pi.router.lifespan_context)
+    # One app (one runtime, one kept document) under two prefixes: each answer names its own.
+    host = Starlette(routes=[Mount("/pi", app=pi), Mount("/agent", app=pi)], lifespan=pi.router.lifespan_context)
     with serve_in_thread(host) as url:
-        assert httpx.get(f"{url}/pi/openapi.json").json()["servers"] == [{"url": "/pi"}]
+        for prefix in ("/pi", "/agent", "/pi", "/pi"):
+            assert httpx.get(f"{url}{prefix}/openapi.json").json()["servers"] == [{"url": prefix}]
+
+
+def test_the_document_is_built_once_and_served_from_then_on(
+    make_settings: MakeSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import piagent.http.routes
+
+    built: list[str] = []
+
+    def counted(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        built.append(kwargs["server"])
+        return build_openapi(*args, **kwargs)
+
+    monkeypatch.setattr(piagent.http.routes, "build_openapi", counted)
+    with serve_app(create_app(make_settings())) as served, httpx.Client(base_url=served.url) as client:
+        bodies = {client.get("/openapi.json").content for _ in range(3)}
+    assert built == ["/"]
+    assert len(bodies) == 1
+    validate(msgspec.json.decode(bodies.pop()))
+
+
+@pytest.mark.parametrize("metrics", [True, False])
+def test_the_metrics_row_is_in_the_document_exactly_when_the_route_is_served(
+    make_settings: MakeSettings, metrics: bool
+) -> None:
+    with serve_app(create_app(make_settings(metrics=metrics))) as served, httpx.Client(base_url=served.url) as client:
+        document = client.get("/openapi.json").json()
+        served_metrics = client.get("/metrics").status_code
+    validate(document)
+    assert ("/metrics" in document["paths"]) is metrics
+    assert served_metrics == (200 if metrics else 404)
+    if metrics:
+        assert set(document["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == {"text/plain"}
 
 
 def test_tool_calls_and_the_ollama_models_routes_validate_against_the_documented_schemas(

@@ -115,8 +115,10 @@ def test_a_mid_stream_error_from_the_openai_upstream_ends_the_sse_stream_with_an
         headers={"Accept": "text/event-stream"},
     )
     assert response.status_code == 200
+    request_id = response.headers["x-request-id"]
     assert response.text.endswith(
-        'event: error\ndata: {"event":"error","code":"upstream_error","message":"openai: llama crashed"}\n\n'
+        'event: error\ndata: {"event":"error","code":"upstream_error","message":"openai: llama crashed",'
+        f'"request_id":"{request_id}"}}\n\n'
     )
 
 

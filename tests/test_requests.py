@@ -15,6 +15,7 @@ from piagent.http.ollama_schemas import OllamaChatResponse, OllamaReplyMessage
 from piagent.http.requests import decode_body
 from piagent.http.responses import ENCODER, openai_error
 from piagent.schemas import ChatRequest
+from tests.bodies import error_body
 
 
 @pytest.mark.parametrize(
@@ -138,7 +139,7 @@ def test_a_message_over_the_character_limit_is_422_naming_it(serve: Any) -> None
 def test_unknown_route_and_wrong_method_are_json(client: httpx.Client) -> None:
     response = client.get("/nowhere")
     assert response.status_code == 404
-    assert response.json() == {"error": {"code": "not_found", "message": "no route for GET /nowhere"}}
+    assert error_body(response) == {"error": {"code": "not_found", "message": "no route for GET /nowhere"}}
     response = client.get("/chat")
     assert response.status_code == 405
     assert response.headers["allow"] == "POST"

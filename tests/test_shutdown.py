@@ -23,6 +23,7 @@ from tests.test_cli import base_env
 
 LONG = Script(tokens=["t"] * 400, delay=0.05)  # 20 s: far past any grace period here
 SHORT = Script(tokens=["a", "b", "c"], delay=0.2)  # still running when the drain starts, done well within it
+REQUEST_ID = "shutdown-1"
 
 
 def read_stream(url: str, body: dict[str, Any], accept: str) -> tuple[str, float, str | None]:
@@ -31,8 +32,10 @@ def read_stream(url: str, body: dict[str, Any], accept: str) -> tuple[str, float
     error = None
     with httpx.Client(timeout=30) as client:
         try:
-            with client.stream("POST", f"{url}/chat", json=body, headers={"Accept": accept}) as response:
+            headers = {"Accept": accept, "X-Request-Id": REQUEST_ID}
+            with client.stream("POST", f"{url}/chat", json=body, headers=headers) as response:
                 assert response.status_code == 200
+                assert response.headers["x-request-id"] == REQUEST_ID
                 received.extend(response.iter_raw())
         except httpx.RemoteProtocolError as exc:
             error = type(exc).__name__
@@ -90,6 +93,7 @@ def test_on_shutdown_the_queue_is_refused_and_long_replies_are_ended_after_the_g
             "event": "error",
             "code": "shutting_down",
             "message": "piagent is shutting down; the reply was ended after the grace period",
+            "request_id": REQUEST_ID,
         }
         assert 1.5 <= sse_ended - stopped < 3.5
         plain_text, _, plain_error = plain.result(timeout=10)

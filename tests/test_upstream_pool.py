@@ -15,6 +15,7 @@ from piagent.exceptions import UpstreamError, UpstreamUnavailable
 from piagent.providers.base import Completion, Message, Timings
 from piagent.providers.ollama import OllamaProvider
 from piagent.providers.pool import UpstreamPool
+from tests.bodies import error_body
 from tests.upstream import ollama_lines
 
 A, B, C = "http://a.test:11434", "http://b.test:11434", "http://c.test:11434"
@@ -189,7 +190,7 @@ def test_requests_keep_working_when_one_upstream_refuses_and_health_names_it(
         assert len(fake_ollama.chat_requests) == 4
         response = client.get("/health", params={"deep": "1"})
     assert response.status_code == 503
-    body = response.json()
+    body = error_body(response)
     assert body["status"] == "degraded"
     assert [(u["name"], u["status"]) for u in body["upstreams"]] == [("ollama#1", "unavailable"), ("ollama#2", "ok")]
     assert body["error"] == {

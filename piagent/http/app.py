@@ -33,6 +33,7 @@ from piagent.http.errors import (
     handle_piagent_error,
     handle_unexpected,
 )
+from piagent.http.openapi import DocumentCache
 from piagent.http.page import load_chat_page
 from piagent.http.ratelimit import RateLimitMiddleware, TokenBuckets
 from piagent.http.recent import RecentResult
@@ -161,6 +162,7 @@ def _lifespan(
                     machine,
                     metrics,
                     deep_health,
+                    DocumentCache(),
                 )
                 async with anyio.create_task_group() as tasks:
                     if store is not None:

@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from piagent.exceptions import MethodNotAllowed, NotFound, PiagentError, RequestError, shorten
+from piagent.http.requests import REQUEST_ID_KEY
 from piagent.http.responses import error_response_for
 
 
@@ -43,6 +44,12 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
 
     Starlette re-raises the exception after this response so the server logs it, and uvicorn then
     closes the connection: `Connection: close` tells the client not to send its next request on it.
+    This handler runs outside the request-id middleware (Starlette's outermost layer calls it), so the
+    X-Request-Id header is added here, from the id that middleware left on the scope.
     """
     error = PiagentError("piagent hit an unexpected error; the server log has the details")
-    return error_response_for(request, error, headers={"Connection": "close"})
+    headers = {"Connection": "close"}
+    request_id: str | None = request.scope.get(REQUEST_ID_KEY)
+    if request_id is not None:
+        headers["X-Request-Id"] = request_id
+    return error_response_for(request, error, headers=headers)

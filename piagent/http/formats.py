@@ -14,17 +14,17 @@ from piagent.schemas import ChatResponse, DoneEvent, ErrorEvent, QueuedEvent, To
 class StreamFormat(NamedTuple):
     """How reply events become bytes; `done`/`error` of None mean the format has no such event.
 
-    `start` goes out with the first event (OpenAI's role chunk); the front doors build a format per
-    request, since their chunks repeat the response's id and model around every token. `tool_call`
-    writes one whole tool call of the client's; `step` one step of the agent's own tool loop (a call or a
-    result); a format without them leaves them out (the reply's text only). A format with `queued` tells a
-    request waiting for a generation slot its place; without it, the wait is silent.
+    `error` is given the request's id too. `start` goes out with the first event (OpenAI's role chunk); the
+    front doors build a format per request, since their chunks repeat the response's id and model around
+    every token. `tool_call` writes one whole tool call of the client's; `step` one step of the agent's own
+    tool loop (a call or a result); a format without them leaves them out (the reply's text only). A format
+    with `queued` tells a request waiting for a generation slot its place; without it, the wait is silent.
     """
 
     media_type: str
     token: Callable[[str], bytes]
     done: Callable[[ChatResponse], bytes] | None
-    error: Callable[[PiagentError], bytes] | None
+    error: Callable[[PiagentError, str | None], bytes] | None
     start: bytes = b""
     tool_call: Callable[[ToolCall], bytes] | None = None
     step: Callable[[ToolCallEvent | ToolResultEvent], bytes] | None = None
@@ -54,8 +54,8 @@ def _step_name(event: ToolCallEvent | ToolResultEvent) -> bytes:
     return b"tool_call" if type(event) is ToolCallEvent else b"tool_result"
 
 
-def _error_event(exc: PiagentError) -> ErrorEvent:
-    return ErrorEvent(exc.code, exc.message)
+def _error_event(exc: PiagentError, request_id: str | None) -> ErrorEvent:
+    return ErrorEvent(exc.code, exc.message, request_id)
 
 
 # The token encoders build the event's JSON around the msgspec-escaped text directly: no event
@@ -65,7 +65,7 @@ SSE = StreamFormat(
     "text/event-stream; charset=utf-8",
     lambda text: b'event: token\ndata: {"event":"token","text":' + ENCODER.encode(text) + b"}\n\n",
     lambda reply: b"event: done\ndata: " + ENCODER.encode(_done_event(reply)) + b"\n\n",
-    lambda exc: b"event: error\ndata: " + ENCODER.encode(_error_event(exc)) + b"\n\n",
+    lambda exc, request_id: b"event: error\ndata: " + ENCODER.encode(_error_event(exc, request_id)) + b"\n\n",
     step=lambda event: b"event: " + _step_name(event) + b"\ndata: " + ENCODER.encode(event) + b"\n\n",
     queued=lambda event: b"event: queued\ndata: " + ENCODER.encode(event) + b"\n\n",
 )
@@ -73,7 +73,7 @@ NDJSON = StreamFormat(
     "application/x-ndjson",
     lambda text: b'{"event":"token","text":' + ENCODER.encode(text) + b"}\n",
     lambda reply: ENCODER.encode(_done_event(reply)) + b"\n",
-    lambda exc: ENCODER.encode(_error_event(exc)) + b"\n",
+    lambda exc, request_id: ENCODER.encode(_error_event(exc, request_id)) + b"\n",
     step=lambda event: ENCODER.encode(event) + b"\n",
     queued=lambda event: ENCODER.encode(event) + b"\n",
 )

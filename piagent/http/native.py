@@ -14,7 +14,15 @@ from piagent.chat import ChatService
 from piagent.exceptions import StoreUnavailable, ValidationFailed
 from piagent.http.formats import choose_format
 from piagent.http.openapi import BODY_ERRORS, JSON, NDJSON, SSE, UPSTREAM_ERRORS, Body, Endpoint, Param
-from piagent.http.requests import DeepHealth, decode_body, get_runtime, owner_of, read_json_body, wants_deep_health
+from piagent.http.requests import (
+    REQUEST_ID_KEY,
+    DeepHealth,
+    decode_body,
+    get_runtime,
+    owner_of,
+    read_json_body,
+    wants_deep_health,
+)
 from piagent.http.responses import JSONResponse
 from piagent.http.streaming import ReplyStream, reply
 from piagent.schemas import (
@@ -104,7 +112,8 @@ async def health(request: Request) -> Response:
         )
         return JSONResponse(body)
     # One error: the first one's code (upstreams first, as before), every failing part in the message.
-    error = ErrorDetail(errors[0].code, "; ".join(error.message for error in errors))
+    request_id: str | None = request.scope.get(REQUEST_ID_KEY)
+    error = ErrorDetail(errors[0].code, "; ".join(error.message for error in errors), request_id)
     body = Health(
         "degraded", __version__, len(runtime.agents), conversations, upstreams, store_health, error, mcp, machine
     )

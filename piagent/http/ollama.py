@@ -172,8 +172,8 @@ def _stream_format(model: str, created_at: str, started: int) -> StreamFormat:
     def done(reply: ChatResponse) -> bytes:
         return ENCODER.encode(_last(model, created_at, reply, started)) + b"\n"
 
-    def error(exc: PiagentError) -> bytes:
-        return line_safe(ENCODER.encode(OllamaError(exc.message))) + b"\n"
+    def error(exc: PiagentError, request_id: str | None) -> bytes:
+        return line_safe(ENCODER.encode(OllamaError(exc.message, request_id))) + b"\n"
 
     def tool_call(call: ToolCall) -> bytes:
         # Whole, one call a line, as Ollama streams them.

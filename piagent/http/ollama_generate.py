@@ -58,8 +58,8 @@ def _stream_format(model: str, created_at: str, started: int) -> StreamFormat:
     def done(answer: ChatResponse) -> bytes:
         return ENCODER.encode(_last(model, created_at, answer, started)) + b"\n"
 
-    def error(exc: PiagentError) -> bytes:
-        return line_safe(ENCODER.encode(OllamaError(exc.message))) + b"\n"
+    def error(exc: PiagentError, request_id: str | None) -> bytes:
+        return line_safe(ENCODER.encode(OllamaError(exc.message, request_id))) + b"\n"
 
     return StreamFormat("application/x-ndjson", token, done, error)
 

@@ -138,10 +138,12 @@ class OllamaVersion(msgspec.Struct):
     version: str
 
 
-class OllamaError(msgspec.Struct):
-    """Ollama's error shape, on `/api/...` and as the last line of a stream that failed midway."""
+class OllamaError(msgspec.Struct, omit_defaults=True):
+    """Ollama's error shape, on `/api/...` and as the last line of a stream that failed midway; `request_id`
+    beside it (Ollama's clients read `error` alone and ignore other fields)."""
 
     error: str
+    request_id: str | None = None
 
 
 class OllamaGenerateRequest(msgspec.Struct, kw_only=True):

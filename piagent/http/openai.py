@@ -211,9 +211,9 @@ def _stream_format(completion_id: str, created: int, model: str, include_usage: 
             last += chunk([], _usage(reply))
         return last + _DONE
 
-    def error(exc: PiagentError) -> bytes:
+    def error(exc: PiagentError, request_id: str | None) -> bytes:
         # As OpenAI does: an error event, and no [DONE], so clients do not take the reply as whole.
-        return b"data: " + ENCODER.encode(openai_error(exc)) + b"\n\n"
+        return b"data: " + ENCODER.encode(openai_error(exc, request_id)) + b"\n\n"
 
     start = chunk([ChunkChoice(0, ChunkDelta(role="assistant", content=""), None)])
     return StreamFormat("text/event-stream; charset=utf-8", token, done, error, start, tool_call)

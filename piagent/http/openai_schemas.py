@@ -227,13 +227,15 @@ class ModelList(msgspec.Struct):
     data: list[Model]
 
 
-class OpenAIErrorDetail(msgspec.Struct):
-    """OpenAI's error: a message, a type (`invalid_request_error`, ...), the offending parameter, a code."""
+class OpenAIErrorDetail(msgspec.Struct, omit_defaults=True):
+    """OpenAI's error: a message, a type (`invalid_request_error`, ...), the offending parameter, a code, and
+    piagent's request id (OpenAI's clients read the fields they know and keep the object whole)."""
 
     message: str
     type: str
     param: str | None
     code: str | None
+    request_id: str | None = None
 
 
 class OpenAIErrorBody(msgspec.Struct):

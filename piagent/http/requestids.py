@@ -9,9 +9,9 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from piagent.http.requests import OWNER_SCOPE_KEY, route_path
+from piagent.http.requests import OWNER_SCOPE_KEY, REQUEST_ID_KEY, route_path
+from piagent.logs import REQUEST_ID
 
-REQUEST_ID_KEY = "piagent.request_id"
 # A client's id is kept only when it is a plain token (what proxies and tracing tools send: UUIDs, hex,
 # base64url), whole-string matched and bounded: anything else could forge log lines or bloat them.
 _VALID = re.compile(r"[A-Za-z0-9._:+=-]{1,128}")
@@ -52,20 +52,21 @@ class RequestIdMiddleware:
                 message = {**message, "headers": [*message.get("headers", ()), header]}
             await send(message)
 
-        if not self.access_log:
-            await self.app(scope, receive, send_with_id)
-            return
+        # Every line logged while this request is served carries its id (piagent.logs.RequestIdFilter).
+        token = REQUEST_ID.set(request_id)
         started = time.perf_counter()
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            method, path = scope["method"], route_path(scope)
-            fields = {
-                "request_id": request_id,
-                "method": method,
-                "path": path,
-                "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                "owner": scope.get(OWNER_SCOPE_KEY) or None,
-            }
-            access_logger.info("%s %s %d", method, path, status, extra=fields)
+            REQUEST_ID.reset(token)
+            if self.access_log:
+                method, path = scope["method"], route_path(scope)
+                fields = {
+                    "request_id": request_id,
+                    "method": method,
+                    "path": path,
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "owner": scope.get(OWNER_SCOPE_KEY) or None,
+                }
+                access_logger.info("%s %s %d", method, path, status, extra=fields)

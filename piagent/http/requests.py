@@ -31,6 +31,7 @@ from piagent.settings import Settings
 from piagent.stores.base import MemoryStore
 
 if TYPE_CHECKING:
+    from piagent.http.openapi import DocumentCache
     from piagent.mcp.servers import McpServers
 
 T = TypeVar("T")
@@ -39,6 +40,8 @@ DeepHealth = tuple[list[UpstreamHealth], StoreHealth | None]
 STATE_KEY = "piagent"
 # Where an authentication layer puts the caller's identity (never the raw key) for conversation ownership.
 OWNER_SCOPE_KEY = "piagent.owner"
+# Where the request-id middleware puts the request's id, for error bodies and log lines.
+REQUEST_ID_KEY = "piagent.request_id"
 
 
 class GenerationObserver(Protocol):
@@ -66,6 +69,7 @@ class Runtime(NamedTuple):
     metrics: GenerationObserver | None = None  # with PIAGENT_METRICS on
     # `/health?deep=1`'s checks, shared by concurrent callers and reused for PIAGENT_DEEP_HEALTH_CACHE seconds.
     deep_health: RecentResult[DeepHealth] | None = None
+    openapi: DocumentCache | None = None  # `/openapi.json`'s bytes, built on its first request
 
 
 def route_path(scope: Scope) -> str:

@@ -19,7 +19,7 @@ from piagent.exceptions import PiagentError, ShuttingDown
 from piagent.generations import GenerationLimiter
 from piagent.http.formats import StreamFormat
 from piagent.http.ready import WAITING, ReadySource
-from piagent.http.requests import get_runtime
+from piagent.http.requests import REQUEST_ID_KEY, get_runtime
 from piagent.schemas import ChatResponse, QueuedEvent, ToolCall, ToolCallEvent, ToolResultEvent
 
 logger = logging.getLogger("piagent.http.streaming")
@@ -158,6 +158,7 @@ class ReplyStream:
         self._format = stream_format
         self._label = f"conversation {conversation_id}" if conversation_id else "a stateless chat"
         self._limiter = limiter
+        self._request_id: str | None = None  # for an in-band error event, from the request's scope
         self._headers = [
             (b"content-type", stream_format.media_type.encode()),
             (b"cache-control", b"no-cache"),
@@ -168,6 +169,7 @@ class ReplyStream:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         limiter = self._limiter
+        self._request_id = scope.get(REQUEST_ID_KEY)
         complete = relayed = False
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self._headers})
@@ -266,5 +268,5 @@ class ReplyStream:
     async def _send_error(self, exc: PiagentError, send: Send) -> bool:
         if self._format.error is None:
             return False  # plain text has no error event: an unfinished transfer tells the client
-        await send({"type": "http.response.body", "body": self._format.error(exc), "more_body": True})
+        await send({"type": "http.response.body", "body": self._format.error(exc, self._request_id), "more_body": True})
         return True
