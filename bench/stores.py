@@ -5,11 +5,11 @@ server (bench/fake_model.py, as Ollama, each reply whole in one write), so the f
 piagent and the stores.
 
 One run starts the fake, a redis-server (loopback, free port, no persistence), and three piagent
-processes (`python -m piagent`), one per `PIAGENT_MEMORY_URL`, pinned to CPU 1 when there are two or
-more (the load generator, the fake and redis-server stay on CPU 0). Then, for each round, each backend
-in turn gets the same load: `--clients` keep-alive clients, each holding conversations of
-`--exchanges` non-stream `/chat` requests (the first without `conversation_id`, then follow-ups, so
-every request reads the history and appends an exchange), a warm-up, then `--requests` measured.
+processes (`python -m piagent`), one per `PIAGENT_MEMORY_URL` (each one's idle RSS read once it serves),
+pinned to CPU 1 when there are two or more (the load generator, the fake and redis-server stay on CPU 0).
+Then, for each round, each backend in turn gets the same load: `--clients` keep-alive clients, each
+holding conversations of `--exchanges` non-stream `/chat` requests (the first without `conversation_id`,
+then follow-ups, so every request reads the history and appends an exchange), a warm-up, then `--requests` measured.
 Per-request overhead = mean latency minus the memory store's, in the same round; the ratio is
 mean latency over memory's. CPU per request is the server's utime + stime over the measured
 requests (and redis-server's, apart): on a machine shared with other work it is the steadier
@@ -242,6 +242,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         notes.append(f"redis left out: {missing}")
     per_round: dict[str, list[dict[str, float]]] = {backend: [] for backend in backends}
     rss: dict[str, int] = {}
+    idle: dict[str, int] = {}
     extra: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="piagent-bench-stores-") as folder, ExitStack() as stack:
         fake_port = _free_port()
@@ -261,6 +262,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             env = _piagent_env(fake_port, port, urls[backend])
             pid = stack.enter_context(_process(command, env, 1, port, b"/health", f"piagent ({backend})", folder))
             servers[backend] = (port, pid)
+            idle[backend] = _rss_kib(pid)  # serving, its store opened and checked, no conversation yet
         for number in range(args.rounds):
             # A different backend goes first each round, so none always meets the same moment of the machine.
             for backend in backends[number % len(backends) :] + backends[: number % len(backends)]:
@@ -319,6 +321,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ),
             "store_server_cpu_ms": statistics.median(r["redis_cpu_ms"] for r in rounds),
             "rss_mib": rss[backend] / 1024,
+            "idle_rss_mib": idle[backend] / 1024,
+            "idle_rss_vs_memory_mib": (idle[backend] - idle["memory"]) / 1024,
             "store_calls_wall_us": statistics.median(c["wall_us"] for c in calls[backend]),
             "store_calls_cpu_us": statistics.median(c["cpu_us"] for c in calls[backend]),
         }
@@ -345,11 +349,14 @@ def _table(report: dict[str, Any]) -> str:
         )
     rows += [
         "",
-        "| store | store calls per request, wall (µs) | CPU in piagent's process (µs) |",
-        "|---|---|---|",
+        "| store | store calls per request, wall (µs) | CPU in piagent's process (µs) | idle RSS (MiB) | vs memory |",
+        "|---|---|---|---|---|",
     ]
     for backend, r in report["results"].items():
-        rows.append(f"| {backend} | {r['store_calls_wall_us']:.0f} | {r['store_calls_cpu_us']:.0f} |")
+        rows.append(
+            f"| {backend} | {r['store_calls_wall_us']:.0f} | {r['store_calls_cpu_us']:.0f} "
+            f"| {r['idle_rss_mib']:.1f} | {r['idle_rss_vs_memory_mib']:+.1f} |"
+        )
     extra = report["extra"]
     lines = ["\n".join(rows), ""]
     lines.append(f"conversations stored per backend: ~{report['stored_conversations']:,}")

@@ -21,7 +21,10 @@ import msgspec
 
 from piagent.providers.base import Completion, Message, Provider, Tools, ToolSpec
 from piagent.schemas import ToolCall, ToolCallEvent, ToolResultEvent
-from piagent.tools.base import Tool, ToolLimits, ToolResult, call_tool, error_result
+from piagent.tools.base import Tool, ToolLimits, ToolResult, error_result, judged_call
+
+# Told each tool call's tool and outcome (ok, error, timeout, invalid_arguments, unknown_tool, refused).
+ToolObserver = Callable[[str, str], None]
 
 # What a step event shows of a tool's result: enough to see what happened, never the whole output.
 PREVIEW_CHARS = 200
@@ -77,11 +80,13 @@ async def run_loop(
     limits: LoopLimits,
     steps: list[Message] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    on_tool: ToolObserver | None = None,
 ) -> AsyncGenerator[LoopItem, None]:
     """Yield the reply's text pieces and its tool steps as they happen, then one `LoopDone`.
 
     Each step's messages (the assistant's message that called tools, then each result) are appended to
     `steps` as they complete, so a caller sees the finished steps even when the reply ends early.
+    `on_tool(tool, outcome)` is told how each call went (a name the agent does not have is `-`).
     """
     history = list(messages)
     steps = [] if steps is None else steps
@@ -122,7 +127,7 @@ async def run_loop(
         steps.append(asked)
         for call in calls:
             yield ToolCallEvent(call.id, call.name, call.arguments)
-        results = await _run_calls(calls, tools, limits, max(0.0, deadline - clock()))
+        results = await _run_calls(calls, tools, limits, max(0.0, deadline - clock()), on_tool)
         for call, result in zip(calls, results, strict=True):
             yield ToolResultEvent(call.id, call.name, result.ok, preview(result))
             answered = Message("tool", result.text, tool_call_id=call.id, tool_name=call.name)
@@ -131,13 +136,21 @@ async def run_loop(
 
 
 async def _run_calls(
-    calls: Sequence[ToolCall], tools: Mapping[str, Tool], limits: LoopLimits, remaining: float
+    calls: Sequence[ToolCall],
+    tools: Mapping[str, Tool],
+    limits: LoopLimits,
+    remaining: float,
+    on_tool: ToolObserver | None = None,
 ) -> list[ToolResult]:
     """Run a step's calls concurrently, the first `max_calls` of them, none past the reply's deadline.
 
     A tool may carry its own `timeout` (asking another agent takes a model's time); the reply's deadline
     bounds every one.
     """
+    running = calls[: limits.max_calls] if remaining > 0 else ()
+    if on_tool is not None:
+        for call in calls[len(running) :]:  # past the step's calls or the reply's time: never run
+            on_tool(call.name if call.name in tools else "-", "refused")
     if remaining <= 0:
         out_of_time = error_result("no time left for tools in this reply; answer with what you have")
         return [out_of_time] * len(calls)
@@ -149,9 +162,10 @@ async def _run_calls(
         own = getattr(tools.get(call.name), "timeout", None)
         timeout = min(own if isinstance(own, int | float) else limits.tool.timeout, remaining)
         tool_limits = msgspec.structs.replace(limits.tool, timeout=timeout)
-        results[index] = await call_tool(tools, call.name, call.arguments, tool_limits)
+        results[index], outcome = await judged_call(tools, call.name, call.arguments, tool_limits)
+        if on_tool is not None:
+            on_tool(call.name if outcome != "unknown_tool" else "-", outcome)
 
-    running = calls[: limits.max_calls]
     if len(running) == 1:  # the common step: no task group to pay for
         await run(0, running[0])
         return results

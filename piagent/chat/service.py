@@ -16,7 +16,7 @@ from piagent.chat.history import messages_of, record_result, turn_of
 from piagent.chat.prepared import ChatItem, PreparedChat, new_conversation_id
 from piagent.exceptions import StoreUnavailable, ValidationFailed, clip
 from piagent.generations import GenerationLimiter
-from piagent.loop import AgentTools, LoopDone, run_loop
+from piagent.loop import AgentTools, LoopDone, ToolObserver, run_loop
 from piagent.providers.base import Completion, Message, OutputFormat, Provider, ToolCall, Tools
 from piagent.providers.pool import Upstream
 from piagent.schemas import (
@@ -58,12 +58,14 @@ class ChatService:
         acting: Mapping[str, AgentTools] | None = None,
         mcp_tools: Callable[[Sequence[str]], Awaitable[Sequence[Tool]]] | None = None,
         max_delegation_depth: int = 2,
+        on_tool: ToolObserver | None = None,
     ) -> None:
         """`providers` maps each agent's name to its provider; a single provider serves every agent.
 
         `acting` holds the tools of the agents that have some; `mcp_tools` gives the tools of the named
         MCP servers (started on first use); an agent asks another (`ask_agent`) at most
-        `max_delegation_depth` deep, and never one already answering in the chain.
+        `max_delegation_depth` deep, and never one already answering in the chain. `on_tool(tool, outcome)`
+        is told how each call of the agents' tools went (the metrics, when they are on).
         """
         self.agents = agents
         if isinstance(providers, Mapping):
@@ -81,6 +83,7 @@ class ChatService:
         self._new_id = new_id
         self._mcp_tools = mcp_tools
         self._max_depth = max_delegation_depth
+        self._on_tool = on_tool
         # The agents answering in this request, outermost first (task groups copy it into tool tasks).
         self._chain: ContextVar[tuple[str, ...]] = ContextVar("piagent_delegation_chain", default=())
         self.acting: dict[str, AgentTools] = {}
@@ -273,7 +276,7 @@ class ChatService:
         tools: dict[str, Tool] = dict(acting.tools)
         if acting.mcp and self._mcp_tools is not None:
             tools.update((tool.name, tool) for tool in await self._mcp_tools(acting.mcp))
-        return run_loop(chat.provider, model, messages, options, tools, acting.limits, steps)
+        return run_loop(chat.provider, model, messages, options, tools, acting.limits, steps, on_tool=self._on_tool)
 
     async def _ask(self, caller: str, name: str, question: str) -> str:
         """`ask_agent`: `name`'s answer to `question`, with its own prompt, model, tools and limits.
@@ -303,11 +306,17 @@ class ChatService:
         finally:
             self._chain.reset(token)
 
-    async def complete(self, chat: PreparedChat) -> ChatResponse:
-        """The whole reply at once (streamed from upstream all the same, so one code path serves both)."""
+    async def complete(self, chat: PreparedChat, on_first: Callable[[], object] | None = None) -> ChatResponse:
+        """The whole reply at once (streamed from upstream all the same, so one code path serves both).
+
+        `on_first()` is called when the reply's first item arrives (its first token, as a stream would send it).
+        """
         replies = self.stream(chat)
         try:
             async for item in replies:
+                if on_first is not None:
+                    on_first()
+                    on_first = None
                 if type(item) is ChatResponse:
                     return item
         finally:

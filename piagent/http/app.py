@@ -127,6 +127,8 @@ def _lifespan(
             verify=any(url.startswith("https:") for url in urls),
         ) as client:
             store = open_store() if open_store is not None else None
+            if store is not None and metrics is not None:
+                store = metrics.observe_store(store)
             admit = machine.admit if machine.enabled else None
             limiter = GenerationLimiter(settings.max_concurrent, settings.max_queue, admit=admit)
             if metrics is not None:
@@ -135,7 +137,8 @@ def _lifespan(
             try:
                 if store is not None:
                     await _check_store(store)
-                providers = build_providers(specs, settings, client, upstream_clock)
+                on_error = metrics.upstream_error if metrics is not None else None
+                providers = build_providers(specs, settings, client, upstream_clock, on_error)
                 acting = await resources.enter_async_context(open_agent_tools(settings, agents, client, environ))
                 chat = ChatService(
                     agents,
@@ -148,6 +151,7 @@ def _lifespan(
                     acting=acting.agents,
                     mcp_tools=acting.mcp_tools,
                     max_delegation_depth=settings.delegation_max_depth,
+                    on_tool=metrics.tool_call if metrics is not None else None,
                 )
                 deep_health: RecentResult[DeepHealth] = RecentResult(settings.deep_health_cache, upstream_clock)
                 runtime = Runtime(

@@ -3,8 +3,11 @@
 Each app has its own registry (never prometheus_client's global one), so nothing lives at module level and
 two apps in one process (tests, a host mounting piagent) count apart. Requests are counted by route
 template (`/conversations/{conversation_id}`, never the id) and status; generations by agent, and tokens
-by agent and owner id (a hash of the API key, never the key). What is read rather than counted (the
-generation slots, the machine's memory and heat) is read when Prometheus scrapes, costing nothing per request.
+by agent and owner id (a hash of the API key, never the key); upstream errors by code and upstream name
+(never its URL); store calls and failures by store and operation; tool calls by tool and outcome. What is
+read rather than counted (the generation slots, the machine's memory and heat) is read when Prometheus
+scrapes, costing nothing per request. Every label's values are bounded: route templates, agents, owners of
+configured keys, error codes, configured upstreams and tools (a tool name the agent lacks is `-`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from piagent.generations import GenerationLimiter
 from piagent.hardware import Readings
+from piagent.http.metrics_store import ObservedStore
 from piagent.schemas import Usage
+from piagent.stores.base import MemoryStore
 
 # Seconds: a Pi's first token takes from a tenth of a second (a warm 0.5B model) to a minute (a cold load).
 _FIRST_TOKEN_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
@@ -81,6 +86,30 @@ class Metrics:
             ["agent", "owner", "direction"],
             registry=self.registry,
         )
+        self.upstream_errors = Counter(
+            "piagent_upstream_errors",
+            "Upstream failures by kind (piagent's error code) and upstream (its name, never its URL)",
+            ["kind", "upstream"],
+            registry=self.registry,
+        )
+        self.store_calls = Counter(
+            "piagent_store_calls",
+            "Memory store calls by store and operation",
+            ["store", "operation"],
+            registry=self.registry,
+        )
+        self.store_errors = Counter(
+            "piagent_store_errors",
+            "Memory store calls that found it unavailable, by store and operation",
+            ["store", "operation"],
+            registry=self.registry,
+        )
+        self.tool_calls = Counter(
+            "piagent_tool_calls",
+            "Agents' tool calls by tool and outcome (ok, error, timeout, invalid_arguments, unknown_tool, refused)",
+            ["tool", "outcome"],
+            registry=self.registry,
+        )
         self.readings = _Readings()
         self.registry.register(self.readings)
         # Each label set's child, looked up once: `labels()` builds and checks its key on every call.
@@ -111,6 +140,24 @@ class Metrics:
             who = owner or "-"
             self._child(self.tokens, agent, who, "in").inc(usage.prompt_tokens)
             self._child(self.tokens, agent, who, "out").inc(usage.completion_tokens)
+
+    def upstream_error(self, kind: str, upstream: str) -> None:
+        """One failure of an upstream: its error code and the upstream's name."""
+        self._child(self.upstream_errors, kind, upstream).inc()
+
+    def tool_call(self, tool: str, outcome: str) -> None:
+        """One tool call of an agent's and how it went."""
+        self._child(self.tool_calls, tool, outcome).inc()
+
+    def observe_store(self, store: MemoryStore) -> MemoryStore:
+        """`store`, with each call counted (and each that found it down)."""
+        return ObservedStore(store, self._count_store_call, self._count_store_error)
+
+    def _count_store_call(self, store: str, operation: str) -> None:
+        self._child(self.store_calls, store, operation).inc()
+
+    def _count_store_error(self, store: str, operation: str) -> None:
+        self._child(self.store_errors, store, operation).inc()
 
     def route(self) -> Route:
         """`GET /metrics` (behind the API keys when they are on)."""

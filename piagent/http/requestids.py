@@ -9,7 +9,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from piagent.http.requests import OWNER_SCOPE_KEY, REQUEST_ID_KEY, route_path
+from piagent.http.requests import ARRIVED_KEY, OWNER_SCOPE_KEY, REQUEST_ID_KEY, route_path
 from piagent.logs import REQUEST_ID
 
 # A client's id is kept only when it is a plain token (what proxies and tracing tools send: UUIDs, hex,
@@ -54,7 +54,7 @@ class RequestIdMiddleware:
 
         # Every line logged while this request is served carries its id (piagent.logs.RequestIdFilter).
         token = REQUEST_ID.set(request_id)
-        started = time.perf_counter()
+        started = scope[ARRIVED_KEY] = time.perf_counter()
         try:
             await self.app(scope, receive, send_with_id)
         finally:

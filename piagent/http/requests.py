@@ -40,18 +40,30 @@ DeepHealth = tuple[list[UpstreamHealth], StoreHealth | None]
 STATE_KEY = "piagent"
 # Where an authentication layer puts the caller's identity (never the raw key) for conversation ownership.
 OWNER_SCOPE_KEY = "piagent.owner"
-# Where the request-id middleware puts the request's id, for error bodies and log lines.
+# Where the request-id middleware puts the request's id, for error bodies and log lines, and the
+# `time.perf_counter()` of its arrival, whence the metrics time a reply.
 REQUEST_ID_KEY = "piagent.request_id"
+ARRIVED_KEY = "piagent.arrived"
 
 
 class GenerationObserver(Protocol):
-    """What counts generations (piagent.http.metrics, imported only when PIAGENT_METRICS is on)."""
+    """What counts generations, upstream failures, store and tool calls (piagent.http.metrics, imported only
+    when PIAGENT_METRICS is on)."""
 
     def watch(self, limiter: GenerationLimiter, machine: Readings | None) -> None:
         """Read the slots and the machine from now on."""
 
     def generation(self, agent: str, owner: str, first_token: float | None, total: float, usage: Usage | None) -> None:
         """One generation ended after `total` seconds (its first token after `first_token`, when known)."""
+
+    def upstream_error(self, kind: str, upstream: str) -> None:
+        """An upstream failed: its error code, the upstream's name."""
+
+    def tool_call(self, tool: str, outcome: str) -> None:
+        """An agent's tool call went as `outcome` says."""
+
+    def observe_store(self, store: MemoryStore) -> MemoryStore:
+        """The store, counted."""
 
 
 class Runtime(NamedTuple):

@@ -19,7 +19,7 @@ from piagent.exceptions import PiagentError, ShuttingDown
 from piagent.generations import GenerationLimiter
 from piagent.http.formats import StreamFormat
 from piagent.http.ready import WAITING, ReadySource
-from piagent.http.requests import REQUEST_ID_KEY, get_runtime
+from piagent.http.requests import ARRIVED_KEY, REQUEST_ID_KEY, get_runtime
 from piagent.schemas import ChatResponse, QueuedEvent, ToolCall, ToolCallEvent, ToolResultEvent
 
 logger = logging.getLogger("piagent.http.streaming")
@@ -110,25 +110,32 @@ async def reply(
     """
     limiter = chat.limiter
     observer = get_runtime(request).metrics
-    started = time.perf_counter()
+    started: float = request.scope.get(ARRIVED_KEY) or time.perf_counter()  # timed from the request's arrival
     if not stream:
-        response = await until_disconnect(request.receive, partial(chat.complete, prepared), limiter)
-        if observer is not None:
-            total = time.perf_counter() - started
-            observer.generation(prepared.agent.name, prepared.owner, None, total, response.usage)
+        if observer is None:
+            return whole(await until_disconnect(request.receive, partial(chat.complete, prepared), limiter))
+        first_at: list[float] = []  # when the model's first token arrived, as the chat service saw it
+        work = partial(chat.complete, prepared, lambda: first_at.append(time.perf_counter()))
+        response = await until_disconnect(request.receive, work, limiter)
+        first_token = first_at[0] - started if first_at else None
+        observer.generation(
+            prepared.agent.name, prepared.owner, first_token, time.perf_counter() - started, response.usage
+        )
         return whole(response)
     fmt = stream_format()
     replies = chat.stream(prepared, queued=fmt.queued is not None)
     first = await until_disconnect(request.receive, replies.__anext__, limiter)
     on_end = None
     if observer is not None:
-        # The first item is the first token unless it is the queue's news (then that time is not known).
+        # The first item is the first token unless it is the queue's news: then the stream times the first
+        # real item when it leaves, and hands that time to `on_end`.
         first_token = None if type(first) is QueuedEvent else time.perf_counter() - started
         agent, owner = prepared.agent.name, prepared.owner
 
-        def on_end(final: ChatResponse | None) -> None:
+        def on_end(final: ChatResponse | None, first_sent: float | None) -> None:
             usage = final.usage if final is not None else None
-            observer.generation(agent, owner, first_token, time.perf_counter() - started, usage)
+            waited = first_token if first_sent is None else first_sent - started
+            observer.generation(agent, owner, waited, time.perf_counter() - started, usage)
 
     return ReplyStream(first, replies, fmt, conversation_id, limiter, on_end)
 
@@ -149,11 +156,14 @@ class ReplyStream:
         stream_format: StreamFormat,
         conversation_id: str,
         limiter: GenerationLimiter | None = None,
-        on_end: Callable[[ChatResponse | None], None] | None = None,
+        on_end: Callable[[ChatResponse | None, float | None], None] | None = None,
     ) -> None:
         self._first = first
-        self._on_end = on_end  # told the reply (None when it did not end whole) once the stream is over
+        # Told the reply (None when it did not end whole) once the stream is over, and when the first item
+        # after the queue's news left (None when the reply did not wait, or ended before one).
+        self._on_end = on_end
         self._final: ChatResponse | None = None
+        self._first_sent: float | None = None
         self._replies = replies
         self._format = stream_format
         self._label = f"conversation {conversation_id}" if conversation_id else "a stateless chat"
@@ -197,7 +207,7 @@ class ReplyStream:
         if complete:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         if self._on_end is not None:
-            self._on_end(self._final)
+            self._on_end(self._final, self._first_sent)
 
     async def _relay(self, send: Send) -> bool:
         """Send every event; False when the transfer must be left incomplete to signal an error.
@@ -208,12 +218,19 @@ class ReplyStream:
         fmt = self._format
         token = fmt.token
         item = self._first
+        start = fmt.start  # goes out with the first event
         parts: list[bytes] = []
         source = ReadySource(self._replies)
         try:
+            if type(item) is QueuedEvent:
+                item = await self._wait_in_queue(send, source, item)
+                start = b""
             if type(item) is not ChatResponse:
-                parts.append(fmt.start + (token(item) if type(item) is str else self._other(item)))
+                parts.append(start + (token(item) if type(item) is str else self._other(item)))
+                start = b""
                 await _flush(send, parts)
+                if self._on_end is not None and type(self._first) is QueuedEvent:
+                    self._first_sent = time.perf_counter()
                 size = 0
                 while True:
                     ready = source.ready()
@@ -240,7 +257,7 @@ class ReplyStream:
                 self._final = item
             if fmt.done is not None:
                 # The format's start goes with the first event, which is this one for a reply with no text.
-                parts.append((fmt.start if type(self._first) is ChatResponse else b"") + fmt.done(item))
+                parts.append(start + fmt.done(item))
             await _flush(send, parts)
             return True
         except StopAsyncIteration:
@@ -254,6 +271,18 @@ class ReplyStream:
             logger.exception("reply in %s failed", self._label)
             await _flush(send, parts)
             return await self._send_error(PiagentError("piagent failed while relaying the reply"), send)
+
+    async def _wait_in_queue(self, send: Send, source: ReadySource[ChatItem], item: ChatItem) -> ChatItem:
+        """Send the queue's news as it comes (each at once: the client shows it) until the reply's first item,
+        returned unsent. Apart from the relay's loop, so its per-token path is the same for every reply."""
+        parts = [self._format.start + self._other(item)]
+        while type(item) is QueuedEvent:
+            await _flush(send, parts)
+            ready = source.ready()
+            item = cast(ChatItem, ready) if ready is not WAITING else await source.wait()
+            if type(item) is QueuedEvent:
+                parts.append(self._other(item))
+        return item
 
     def _other(self, item: ChatItem) -> bytes:
         """A client's tool call, a step of the agent's tool loop or the queue's news, in the format (or nothing)."""

@@ -67,8 +67,11 @@ def build_providers(
     settings: Settings,
     client: httpx.AsyncClient,
     clock: Callable[[], float] = time.monotonic,
+    on_error: Callable[[str, str], None] | None = None,
 ) -> dict[str, Provider]:
-    """One provider object per distinct spec, all on the one shared client; keyed by agent name."""
+    """One provider object per distinct spec, all on the one shared client; keyed by agent name.
+
+    `on_error(code, upstream name)` is told each upstream failure (the metrics, when they are on)."""
     upstreams = _name_upstreams(specs, settings)
     tool_limits = ToolCallLimits(settings.max_tool_calls, settings.max_tool_argument_bytes)
     limits = ReplyLimits(
@@ -84,6 +87,7 @@ def build_providers(
                 spec.kind,
                 cooloff=settings.upstream_cooloff,
                 clock=clock,
+                on_error=on_error,
             )
             if spec.kind == "openai":
                 provider = OpenAIProvider(client, pool, limits, api_key=spec.api_key, tool_limits=tool_limits)

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 
-from piagent.exceptions import UpstreamUnavailable
+from piagent.exceptions import UpstreamError, UpstreamUnavailable
 from piagent.providers.errors import ReplyTimeouts, translate_transport_error
 
 
@@ -60,7 +60,9 @@ class UpstreamPool:
 
     A refused (or timed-out) connection means the request never reached that server, so trying the next
     one cannot run a generation twice; any later failure is the caller's to report. A server that refused
-    is tried only after the others for `cooloff` seconds of the injected `clock`.
+    is tried only after the others for `cooloff` seconds of the injected `clock`. `on_error(code, name)` is
+    told every failure of an upstream (one that refused and was skipped included), from the connection to
+    the reply's last line: whatever `UpstreamError` leaves the stream (the metrics count them).
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class UpstreamPool:
         *,
         cooloff: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        on_error: Callable[[str, str], None] | None = None,
     ) -> None:
         if not upstreams:
             raise ValueError("an upstream pool needs at least one upstream")
@@ -77,6 +80,7 @@ class UpstreamPool:
         self.kind = kind
         self._cooloff = cooloff
         self._clock = clock
+        self._on_error = on_error
         self._turn = 0  # rotates the tie-break, so idle upstreams take turns
 
     @classmethod
@@ -146,12 +150,16 @@ class UpstreamPool:
                 self.mark_down(upstream)
                 refused.append(upstream)
                 last_error = exc
+                if self._on_error is not None:
+                    self._on_error(UpstreamUnavailable.code, upstream.name)
                 continue
             except httpx.TransportError as exc:
                 upstream.in_flight -= 1
-                if timeouts is not None:
-                    raise timeouts.head_error(exc, upstream.name) from exc
-                raise translate_transport_error(exc, upstream.name) from exc
+                name = upstream.name
+                error = timeouts.head_error(exc, name) if timeouts is not None else translate_transport_error(exc, name)
+                if self._on_error is not None:
+                    self._on_error(error.code, name)
+                raise error from exc
             except BaseException:
                 upstream.in_flight -= 1
                 raise
@@ -162,6 +170,10 @@ class UpstreamPool:
                 response.request.extensions["timeout"]["read"] = timeouts.idle
             try:
                 yield upstream, response
+            except UpstreamError as exc:  # the caller's error status, broken line or early end: this upstream's
+                if self._on_error is not None:
+                    self._on_error(exc.code, upstream.name)
+                raise
             finally:
                 upstream.in_flight -= 1
                 await response.aclose()

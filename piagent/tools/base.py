@@ -117,34 +117,49 @@ async def run_tool(tool: Tool, raw_arguments: str | bytes | Mapping[str, Any] | 
     Every failure becomes an error result for the model; only cancellation propagates, so a client that
     goes away stops the tool (and whatever child process it started) at once.
     """
+    return (await judged_run(tool, raw_arguments, limits))[0]
+
+
+async def judged_run(
+    tool: Tool, raw_arguments: str | bytes | Mapping[str, Any] | None, limits: ToolLimits
+) -> tuple[ToolResult, str]:
+    """`run_tool`, with how the call went: `ok`, `error` (the tool failed or said so), `timeout` or
+    `invalid_arguments` (for the metrics; the model sees the result alone)."""
     try:
         arguments = decode_arguments(raw_arguments, limits.arguments_max_bytes)
         validate(tool.parameters, arguments)
     except ArgumentError as exc:
-        return error_result(f"invalid arguments for {tool.name}: {exc}")
+        return error_result(f"invalid arguments for {tool.name}: {exc}"), "invalid_arguments"
     try:
         async with asyncio.timeout(limits.timeout) as deadline:
             result = await tool.run(arguments)
     except TimeoutError:
         if deadline.expired():
-            return error_result(f"{tool.name} timed out after {limits.timeout:g} s")
-        return error_result(f"{tool.name} failed: timed out")
+            return error_result(f"{tool.name} timed out after {limits.timeout:g} s"), "timeout"
+        return error_result(f"{tool.name} failed: timed out"), "error"
     except ToolError as exc:
-        return error_result(f"{tool.name}: {exc}")
+        return error_result(f"{tool.name}: {exc}"), "error"
     except ArgumentError as exc:
-        return error_result(f"invalid arguments for {tool.name}: {exc}")
+        return error_result(f"invalid arguments for {tool.name}: {exc}"), "invalid_arguments"
     except Exception as exc:
-        return error_result(f"{tool.name} failed: {type(exc).__name__}: {exc}")
+        return error_result(f"{tool.name} failed: {type(exc).__name__}: {exc}"), "error"
     text, cut = truncate_utf8(result.text, limits.output_max_bytes)
-    return ToolResult(ok=result.ok, text=text, truncated=cut or result.truncated)
+    return ToolResult(ok=result.ok, text=text, truncated=cut or result.truncated), "ok" if result.ok else "error"
 
 
 async def call_tool(
     tools: Mapping[str, Tool], name: str, raw_arguments: str | bytes | Mapping[str, Any] | None, limits: ToolLimits
 ) -> ToolResult:
     """`run_tool` for the tool the model named; a name the agent does not have is an error result."""
+    return (await judged_call(tools, name, raw_arguments, limits))[0]
+
+
+async def judged_call(
+    tools: Mapping[str, Tool], name: str, raw_arguments: str | bytes | Mapping[str, Any] | None, limits: ToolLimits
+) -> tuple[ToolResult, str]:
+    """`call_tool`, with how the call went (`judged_run`'s outcomes, and `unknown_tool`)."""
     tool = tools.get(name)
     if tool is None:
         known = ", ".join(sorted(tools)) or "none"
-        return error_result(f"unknown tool {name[:64]!r}; this agent's tools: {known}")
-    return await run_tool(tool, raw_arguments, limits)
+        return error_result(f"unknown tool {name[:64]!r}; this agent's tools: {known}"), "unknown_tool"
+    return await judged_run(tool, raw_arguments, limits)
