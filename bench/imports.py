@@ -34,18 +34,42 @@ STEPS = (
     "piagent.server",
     "piagent.cli",
 )
-NOTABLE = ("urllib.request", "http.client", "http.cookiejar", "email", "click", "rich", "pygments", "h11", "httpcore")
+NOTABLE = (
+    "urllib.request",
+    "http.client",
+    "http.cookiejar",
+    "email",
+    "click",
+    "multiprocessing",
+    "websockets",
+    "wsproto",
+    "zipfile",
+    "rich",
+    "pygments",
+    "h11",
+    "httpcore",
+)
 
 _PROBE = r"""
-import importlib, json, sys
+import importlib, importlib.util, json, os, sys
 def rss():
     with open("/proc/self/status") as status:
         for line in status:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
+rows = [{"step": "(interpreter)", "rss_kib": rss(), "modules": len(sys.modules), "new": []}]
+before = set(sys.modules)
 # What piagent/__init__.py does before anything imports httpx: httpx's command-line tool is never loaded.
 sys.modules.setdefault("httpx._main", None)
-rows = [{"step": "(interpreter)", "rss_kib": rss(), "modules": len(sys.modules), "new": []}]
+# What `piagent serve` does before it imports uvicorn (piagent/deferred.py, run from its file so that piagent's
+# package is not imported yet): uvicorn's command line (click, multiprocessing) loads on first use only.
+folder = importlib.util.find_spec("piagent").submodule_search_locations[0]
+spec = importlib.util.spec_from_file_location("_piagent_deferred", os.path.join(folder, "deferred.py"))
+deferred = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(deferred)
+deferred.defer_uvicorn_cli()
+new = sorted(set(sys.modules) - before)
+rows.append({"step": "(piagent's import guards)", "rss_kib": rss(), "modules": len(sys.modules), "new": new})
 for name in json.loads(sys.argv[1]):
     before = set(sys.modules)
     importlib.import_module(name)

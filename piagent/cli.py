@@ -44,6 +44,9 @@ def serve(settings: Settings) -> int:
     On the signal it stops accepting, gives running generations `PIAGENT_SHUTDOWN_GRACE` seconds,
     ends the rest cleanly and closes the upstream client (see piagent.server).
     """
+    from piagent.deferred import defer_uvicorn_cli
+
+    defer_uvicorn_cli()  # this process never uses uvicorn's command line: click and multiprocessing stay unloaded
     import uvicorn
 
     from piagent.http.app import create_app
@@ -60,6 +63,8 @@ def serve(settings: Settings) -> int:
         access_log=settings.access_log and settings.log_format == "text",
         log_config=_log_config(settings.log_level, settings.log_format),
         server_header=False,
+        # piagent serves no WebSocket: "auto" would import websockets or wsproto whenever one is installed.
+        ws="none",
         # Heads, slow clients and the connection cap are bounded in piagent's protocol classes.
         http=edge_protocol(limits),
         h11_max_incomplete_event_size=limits.max_header_bytes,

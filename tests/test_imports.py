@@ -1,9 +1,26 @@
-"""What importing piagent loads: nothing of httpx's command-line tool, whatever else is installed."""
+"""What piagent loads: nothing of httpx's or uvicorn's command-line tools, no WebSocket library, whatever is installed;
+and a host app that imports piagent keeps uvicorn as it is."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+from pathlib import Path
+
+from bench.fakemodel import FakeModel
+from tests.servers import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(code: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False, env=env, cwd=cwd
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
 
 
 def test_importing_piagent_loads_no_cli_of_httpx() -> None:
@@ -14,5 +31,117 @@ def test_importing_piagent_loads_no_cli_of_httpx() -> None:
         "import piagent, piagent.cli, httpx\n"
         "print(sorted({name.split('.')[0] for name in sys.modules} & {'rich', 'pygments'}), httpx.Client.__name__)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
-    assert result.stdout.split() == ["[]", "Client"]
+    assert _run(code).split() == ["[]", "Client"]
+
+
+# A started `piagent` (the shipped agents and tools file: the `pi` agent has tools) that, once it answers /health,
+# the chat page and one chat reply, prints the top-level names of what it has loaded and exits.
+_STARTED = """
+import json, os, socket, sys, threading, time
+
+def get(path, body=None):
+    with socket.create_connection(("127.0.0.1", int(os.environ["PIAGENT_PORT"])), timeout=5) as sock:
+        head = f"{'POST' if body else 'GET'} {path} HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nConnection: close\\r\\n"
+        if body:
+            head += f"Content-Type: application/json\\r\\nContent-Length: {len(body)}\\r\\n"
+        sock.sendall(head.encode() + b"\\r\\n" + (body or b""))
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer.split(b" ", 2)[1]
+
+def probe():
+    for _ in range(300):
+        try:
+            if get("/health") == b"200":
+                break
+        except OSError:
+            pass
+        time.sleep(0.05)
+    statuses = [get("/").decode(), get("/chat", b'{"message": "How hot is it?", "agent": "pi"}').decode()]
+    loaded = sorted({name.split(".")[0] for name in sys.modules} | {n for n in sys.modules if "websockets" in n})
+    print(json.dumps({"statuses": statuses, "loaded": loaded}))
+    sys.stdout.flush()
+    os._exit(0)
+
+threading.Thread(target=probe, daemon=True).start()
+sys.argv = ["piagent"]
+from piagent.cli import main
+main()
+"""
+
+
+def test_a_started_server_loads_no_websocket_library_no_uvicorn_command_line_and_no_zipfile(
+    fake_ollama: FakeModel, tmp_path: Path
+) -> None:
+    code = "import importlib.util; print(importlib.util.find_spec('websockets') is not None)"
+    assert _run(code) == "True\n", "websockets is installed here (a test dependency needs it), so uvicorn would load it"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIAGENT_")}
+    env.update(
+        PIAGENT_PORT=str(free_port()),
+        PIAGENT_OLLAMA_URL=fake_ollama.url,
+        PIAGENT_PROMPTS_DIR=str(ROOT / "prompts"),
+        PIAGENT_TOOLS_FILE=str(ROOT / "prompts" / "tools.toml"),
+        PIAGENT_STARTUP_CHECK="false",
+    )
+    report = json.loads(_run(_STARTED, env, tmp_path).strip().split("\n")[-1])
+    assert report["statuses"] == ["200", "200"]
+    loaded = set(report["loaded"])
+    assert {"piagent", "uvicorn", "starlette", "httpx"} <= loaded
+    assert loaded.isdisjoint({"websockets", "wsproto", "uvicorn.protocols.websockets", "click", "multiprocessing"})
+    assert "zipfile" not in loaded
+
+
+def test_after_piagent_serve_defers_uvicorns_command_line_uvicorn_run_and_main_still_work() -> None:
+    port = free_port()
+    code = f"""
+import os, signal, socket, sys, threading, time
+from piagent.deferred import defer_uvicorn_cli
+defer_uvicorn_cli()
+import uvicorn
+import uvicorn.server
+assert "click" not in sys.modules and "multiprocessing" not in sys.modules
+assert uvicorn.Server is uvicorn.server.Server
+
+async def app(scope, receive, send):
+    if scope["type"] == "http":
+        await send({{"type": "http.response.start", "status": 200, "headers": []}})
+        await send({{"type": "http.response.body", "body": b"up"}})
+
+def stop_when_up():
+    for _ in range(200):
+        try:
+            with socket.create_connection(("127.0.0.1", {port}), timeout=2) as sock:
+                sock.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+                print(sock.recv(1024).split(b"\\r\\n")[0].decode(), flush=True)
+                break
+        except OSError:
+            time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGINT)
+
+threading.Thread(target=stop_when_up, daemon=True).start()
+uvicorn.run(app, host="127.0.0.1", port={port}, log_level="warning")
+import click
+from uvicorn.main import STARTUP_FAILURE
+assert isinstance(uvicorn.main, click.Command) and uvicorn.run is sys.modules["uvicorn.main"].run
+try:
+    uvicorn.main(["--help"])
+except SystemExit as exc:
+    print("exit", exc.code)
+"""
+    output = _run(code)
+    assert output.startswith("HTTP/1.1 200 OK\n")
+    assert "Usage: " in output
+    assert output.endswith("exit 0\n")
+
+
+def test_a_host_app_that_imports_piagent_gets_uvicorn_as_it_is() -> None:
+    code = """
+import sys, types
+import piagent, piagent.cli, piagent.http.app
+import click, uvicorn
+assert type(sys.modules["uvicorn.main"]) is types.ModuleType
+assert isinstance(uvicorn.main, click.Command) and uvicorn.run is sys.modules["uvicorn.main"].run
+print("ok")
+"""
+    assert _run(code) == "ok\n"
