@@ -93,9 +93,8 @@ def test_a_started_server_loads_no_websocket_library_no_uvicorn_command_line_and
 
 
 def test_after_piagent_serve_defers_uvicorns_command_line_uvicorn_run_and_main_still_work() -> None:
-    port = free_port()
-    code = f"""
-import os, signal, socket, sys, threading, time
+    code = """
+import os, signal, socket, sys, threading
 from piagent.deferred import defer_uvicorn_cli
 defer_uvicorn_cli()
 import uvicorn
@@ -105,22 +104,23 @@ assert uvicorn.Server is uvicorn.server.Server
 
 async def app(scope, receive, send):
     if scope["type"] == "http":
-        await send({{"type": "http.response.start", "status": 200, "headers": []}})
-        await send({{"type": "http.response.body", "body": b"up"}})
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"up"})
 
-def stop_when_up():
-    for _ in range(200):
-        try:
-            with socket.create_connection(("127.0.0.1", {port}), timeout=2) as sock:
-                sock.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
-                print(sock.recv(1024).split(b"\\r\\n")[0].decode(), flush=True)
-                break
-        except OSError:
-            time.sleep(0.05)
-    os.kill(os.getpid(), signal.SIGINT)
+listener = socket.create_server(("127.0.0.1", 0))  # bound here: no other process can take the port meanwhile
 
-threading.Thread(target=stop_when_up, daemon=True).start()
-uvicorn.run(app, host="127.0.0.1", port={port}, log_level="warning")
+def stop_when_served():
+    with socket.create_connection(listener.getsockname(), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+        print(sock.recv(1024).split(b"\\r\\n")[0].decode(), flush=True)
+    os.kill(os.getpid(), signal.SIGINT)  # uvicorn shuts down (and may raise it again once its handler is gone)
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # even where the parent left SIGINT ignored
+threading.Thread(target=stop_when_served, daemon=True).start()
+try:
+    uvicorn.run(app, fd=listener.fileno(), log_level="warning")
+except KeyboardInterrupt:
+    pass
 import click
 from uvicorn.main import STARTUP_FAILURE
 assert isinstance(uvicorn.main, click.Command) and uvicorn.run is sys.modules["uvicorn.main"].run
