@@ -87,11 +87,17 @@ def check_agents(settings: Settings, report: Report) -> Agents | None:
 
 
 async def check_upstream(
-    settings: Settings, agents: Agents | None, report: Report, transport: httpx.AsyncBaseTransport | None = None
+    settings: Settings,
+    agents: Agents | None,
+    report: Report,
+    transport: httpx.AsyncBaseTransport | None = None,
+    *,
+    client: httpx.AsyncClient | None = None,
 ) -> None:
     """Is every model server the agents use there, which version, and does it have every agent's model?
 
     Without agents (their files did not load), the settings' server for `PIAGENT_PROVIDER` is checked.
+    It asks through `client` (left open) when given, else through a client of its own on `transport`.
     """
     groups: dict[ProviderSpec, list[Agent]] = {}
     if agents is None:
@@ -104,17 +110,24 @@ async def check_upstream(
             return
         for agent in agents.values():
             groups.setdefault(specs[agent.name], []).append(agent)
+    if client is not None:
+        await _check_groups(client, groups, report)
+        return
     timeout = httpx.Timeout(_READ_TIMEOUT, connect=settings.connect_timeout)
     verify = any(url.startswith("https:") for spec in groups for url in spec.urls)
-    async with httpx.AsyncClient(timeout=timeout, transport=transport, trust_env=False, verify=verify) as client:
-        for spec, users in groups.items():
-            own = [agent.name for agent in users if agent.url]
-            setting = f"fix `url:` of agent {', '.join(map(repr, own))}" if own else _URL_KEYS[spec.kind]
-            for url in spec.urls:
-                if spec.kind == "openai":
-                    await _check_openai(client, url, spec.api_key, users, setting, report)
-                else:
-                    await _check_ollama(client, url, spec.api_key, users, setting, report)
+    async with httpx.AsyncClient(timeout=timeout, transport=transport, trust_env=False, verify=verify) as own:
+        await _check_groups(own, groups, report)
+
+
+async def _check_groups(client: httpx.AsyncClient, groups: dict[ProviderSpec, list[Agent]], report: Report) -> None:
+    for spec, users in groups.items():
+        own = [agent.name for agent in users if agent.url]
+        setting = f"fix `url:` of agent {', '.join(map(repr, own))}" if own else _URL_KEYS[spec.kind]
+        for url in spec.urls:
+            if spec.kind == "openai":
+                await _check_openai(client, url, spec.api_key, users, setting, report)
+            else:
+                await _check_ollama(client, url, spec.api_key, users, setting, report)
 
 
 # The setting to change when the settings' own server is the one at fault.

@@ -136,7 +136,8 @@ class GracefulServer(uvicorn.Server):
         loop = asyncio.get_running_loop()
         self._watchdog_timer = loop.call_later(interval, self._ping_watchdog, notifier, interval)
 
-    def _runtime(self) -> Runtime | None:
+    def runtime(self) -> Runtime | None:
+        """What piagent's lifespan opened (its shared upstream client among it), once it has started."""
         # The lifespan state is the dict this server handed the app's lifespan (the ASGI lifespan
         # "state" extension); piagent's lifespan put its Runtime there.
         state = getattr(getattr(self, "lifespan", None), "state", None) or {}
@@ -147,7 +148,7 @@ class GracefulServer(uvicorn.Server):
         """Start draining, then let uvicorn stop accepting and wait for the connections to finish."""
         if self.notifier is not None:
             self.notifier.send(b"STOPPING=1")
-        runtime = self._runtime()
+        runtime = self.runtime()
         limiter = runtime.chat.limiter if runtime is not None else None
         if limiter is None:
             await super().shutdown(sockets)

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from bench.fakemodel import FakeModel
 from piagent.checks import check
+from piagent.cli import warn_upstream
 from piagent.settings import MASK, Settings, mask_secret
 from tests.conftest import MakeSettings
 from tests.servers import free_socket
@@ -287,3 +290,20 @@ def test_an_openai_server_that_is_down_or_a_missing_key_is_a_problem_with_its_fi
         "vLLM, ...) or fix `url:` of agent 'llama'"
     ]
     assert "Model server: ollama 0.12.0 at " + fake_ollama.url in report
+
+
+def test_the_start_up_check_asks_through_the_servers_own_client_and_leaves_it_open(
+    serve_full: Callable[..., Any], fake_ollama: FakeModel, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_ollama.models = ["pirate-model"]
+    with serve_full() as served:
+        runtime = served.runtime
+        with caplog.at_level(logging.WARNING, logger="piagent.check"):
+            served.call(lambda: warn_upstream(runtime.settings, runtime))
+        assert [r.path for r in fake_ollama.requests] == ["/api/version", "/api/tags"]
+        assert runtime.client is not None
+        assert not runtime.client.is_closed
+        assert httpx.get(f"{served.url}/health").status_code == 200
+    assert [r.getMessage() for r in caplog.records] == [
+        "model 'test-model' of agent 'general' is not pulled: run `ollama pull test-model` (`piagent check` says more)"
+    ]

@@ -35,9 +35,20 @@ def test_importing_piagent_loads_no_cli_of_httpx() -> None:
 
 
 # A started `piagent` (the shipped agents and tools file: the `pi` agent has tools) that, once it answers /health,
-# the chat page and one chat reply, prints the top-level names of what it has loaded and exits.
+# the chat page and one chat reply, and its start-up check has warned of the model not pulled, prints the
+# top-level names of what it has loaded and exits.
 _STARTED = """
-import json, os, socket, sys, threading, time
+import json, logging, os, socket, sys, threading, time
+
+warned = threading.Event()
+
+def note_warning(record):
+    if "is not pulled" in record.getMessage():
+        warned.set()
+    return True
+
+# A filter, not a handler: uvicorn's logging set-up keeps the logger and its filters but drops its handlers.
+logging.getLogger("piagent.check").addFilter(note_warning)
 
 def get(path, body=None):
     with socket.create_connection(("127.0.0.1", int(os.environ["PIAGENT_PORT"])), timeout=5) as sock:
@@ -59,8 +70,9 @@ def probe():
             pass
         time.sleep(0.05)
     statuses = [get("/").decode(), get("/chat", b'{"message": "How hot is it?", "agent": "pi"}').decode()]
+    warned.wait(10)
     loaded = sorted({name.split(".")[0] for name in sys.modules} | {n for n in sys.modules if "websockets" in n})
-    print(json.dumps({"statuses": statuses, "loaded": loaded}))
+    print(json.dumps({"statuses": statuses, "warned": warned.is_set(), "loaded": loaded}))
     sys.stdout.flush()
     os._exit(0)
 
@@ -71,7 +83,7 @@ main()
 """
 
 
-def test_a_started_server_loads_no_websocket_library_no_uvicorn_command_line_and_no_zipfile(
+def test_a_started_server_loads_no_websocket_library_no_cli_no_second_http_stack_and_no_zipfile(
     fake_ollama: FakeModel, tmp_path: Path
 ) -> None:
     code = "import importlib.util; print(importlib.util.find_spec('websockets') is not None)"
@@ -82,14 +94,18 @@ def test_a_started_server_loads_no_websocket_library_no_uvicorn_command_line_and
         PIAGENT_OLLAMA_URL=fake_ollama.url,
         PIAGENT_PROMPTS_DIR=str(ROOT / "prompts"),
         PIAGENT_TOOLS_FILE=str(ROOT / "prompts" / "tools.toml"),
-        PIAGENT_STARTUP_CHECK="false",
+        PIAGENT_MODEL="not-pulled:1b",
+        PIAGENT_STARTUP_CHECK="true",
     )
     report = json.loads(_run(_STARTED, env, tmp_path).strip().split("\n")[-1])
     assert report["statuses"] == ["200", "200"]
+    assert report["warned"]
     loaded = set(report["loaded"])
     assert {"piagent", "uvicorn", "starlette", "httpx"} <= loaded
     assert loaded.isdisjoint({"websockets", "wsproto", "uvicorn.protocols.websockets", "click", "multiprocessing"})
     assert "zipfile" not in loaded
+    # The start-up check asked through the server's own client: httpx's default transport was never loaded.
+    assert loaded.isdisjoint({"httpcore", "h11", "h2", "certifi"})
 
 
 def test_after_piagent_serve_defers_uvicorns_command_line_uvicorn_run_and_main_still_work() -> None:
