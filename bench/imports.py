@@ -78,6 +78,13 @@ print(json.dumps(rows))
 """
 
 
+def compile_bytecode(python: str) -> None:
+    """Write piagent's .pyc files first, as `pip install` does (bench/run.py does the same before a run)."""
+    where = "import importlib.util; print(importlib.util.find_spec('piagent').submodule_search_locations[0])"
+    folder = subprocess.run([python, "-c", where], capture_output=True, text=True, check=True).stdout.strip()
+    subprocess.run([python, "-m", "compileall", "-q", folder], check=True)
+
+
 def measure(python: str) -> list[dict[str, object]]:
     """One fresh interpreter importing every step in turn."""
     out = subprocess.run([python, "-c", _PROBE, json.dumps(STEPS)], capture_output=True, text=True, check=True)
@@ -107,7 +114,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--python", default=sys.executable, help="the interpreter to measure (with piagent installed)")
     parser.add_argument("--json", action="store_true", help="print the raw figures")
+    parser.add_argument("--source-only", action="store_true", help="do not compile piagent's bytecode first")
     args = parser.parse_args()
+    if not args.source_only:
+        compile_bytecode(args.python)
     rows = measure(args.python)
     print(json.dumps(rows, indent=1) if args.json else render(rows))
     return 0

@@ -90,6 +90,7 @@ class Plan:
     wait_quiet_s: float
     server_root: Path = REPO_ROOT  # the server's working directory: which checkout of piagent runs
     run_memory: bool = True  # the memory instance (off with --only)
+    compile_bytecode: bool = True  # piagent's .pyc files written before the run, as `pip install` does
 
 
 @dataclass
@@ -936,11 +937,16 @@ def machine_info(plan: Plan) -> list[str]:
     except (subprocess.SubprocessError, OSError):
         pass
     server = plan.server_cmd or f"{plan.python} -m piagent"
+    bytecode = (
+        "compiled before the run (`python -m compileall piagent`, as `pip install` does)"
+        if plan.compile_bytecode and not plan.server_cmd
+        else "as found (--source-only or --server-cmd)"
+    )
     return [
         f"- date: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- machine: {cpu}, {os.cpu_count()} cores, Linux {platform.release()}",
         f"- Python {python_version} ({plan.python}); {packages}",
-        f"- piagent revision: {revision}; server command: `{server}` (cwd {plan.server_root})",
+        f"- piagent revision: {revision}; server command: `{server}` (cwd {plan.server_root}); bytecode: {bytecode}",
         "- server env: PIAGENT_ACCESS_LOG=false (access log off), PIAGENT_LOG_LEVEL=warning, "
         f"PIAGENT_MODEL=bench, PIAGENT_MEMORY_MAX_CONVERSATIONS={plan.max_conversations}, "
         + ", ".join(f"{k}={v}" for k, v in ADMISSION_ENV.items())
@@ -957,6 +963,17 @@ def machine_info(plan: Plan) -> list[str]:
 
 # --------------------------------------------------------------------------------------------------------------
 # main
+
+
+def compile_bytecode(plan: Plan) -> None:
+    """Write the server's piagent .pyc files first, as `pip install` does for a deployed (non-editable) piagent.
+
+    From an editable install under PYTHONDONTWRITEBYTECODE every start compiles each module from source instead:
+    ~1.1 MiB more idle RSS (the compiler's freed memory stays in the heap) and slower start-up, which no
+    deployed piagent pays. compileall skips what is up to date.
+    """
+    command = [plan.python, "-m", "compileall", "-q", str(plan.server_root / "piagent")]
+    subprocess.run(command, check=True, timeout=300)
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -1006,6 +1023,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         wait_quiet_s=args.wait_quiet,
         server_root=args.server_root.resolve(),
         run_memory=not args.only,
+        compile_bytecode=not args.source_only,
     )
 
 
@@ -1065,11 +1083,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--baseline-only", action="store_true", help="measure the fake alone")
     parser.add_argument("--piagent-only", action="store_true", help="skip the baseline")
+    parser.add_argument(
+        "--source-only",
+        action="store_true",
+        help="do not compile piagent's bytecode first (as an editable install that cannot write .pyc files runs)",
+    )
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "RESULTS.md", help="Markdown file to append to")
     parser.add_argument("--write", action="store_true", help="append to RESULTS.md even with --quick")
     parser.add_argument("--no-write", action="store_true", help="do not append to RESULTS.md")
     args = parser.parse_args(argv)
     plan = make_plan(args)
+    if plan.run_piagent and plan.compile_bytecode and not plan.server_cmd:
+        compile_bytecode(plan)
     if plan.pin:
         os.sched_setaffinity(0, {0})
     started = time.monotonic()
