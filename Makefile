@@ -10,7 +10,7 @@ MODEL_VENV ?= .venv-model
 # then pip's wheel cache serves it.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF
 
-.PHONY: run check test test-model lint bench soak clean system-packages
+.PHONY: run check test test-model lint bench soak clean system-packages pi-smoke
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,13 @@ bench: $(VENV)/.runtime
 
 soak: $(VENV)/.dev
 	$(BIN)/python bench/soak.py
+
+# piagent installed from wheels, started and chatted through in Debian bookworm roots of a Pi's architectures
+# (ARCH=arm64 or armhf; both by default) under qemu, as root. Not in .ci/run: it needs root and binfmt_misc, and
+# costs minutes of emulated CPU (armhf's source builds far more): docs/pi.md#proof-on-the-pis-architecture.
+ARCH ?= all
+pi-smoke: $(VENV)/.runtime
+	PYTHON=$(CURDIR)/$(BIN)/python nice -n 10 bash deploy/pi-smoke.sh $(ARCH)
 
 clean:
 	rm -rf $(VENV) $(MODEL_VENV) .pytest_cache .mypy_cache .ruff_cache
