@@ -41,6 +41,9 @@ NOTABLE = (
     "email",
     "click",
     "multiprocessing",
+    "logging.config",
+    "pickle",
+    "argparse",
     "websockets",
     "wsproto",
     "zipfile",
@@ -62,18 +65,22 @@ before = set(sys.modules)
 # What piagent/__init__.py does before anything imports httpx: httpx's command-line tool is never loaded.
 sys.modules.setdefault("httpx._main", None)
 # What `piagent serve` does before it imports uvicorn (piagent/deferred.py, run from its file so that piagent's
-# package is not imported yet): uvicorn's command line (click, multiprocessing) loads on first use only.
+# package is not imported yet): uvicorn's command line (click, multiprocessing) and logging.config (logging.handlers,
+# pickle, socketserver) load on first use only.
 folder = importlib.util.find_spec("piagent").submodule_search_locations[0]
 spec = importlib.util.spec_from_file_location("_piagent_deferred", os.path.join(folder, "deferred.py"))
 deferred = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(deferred)
-deferred.defer_uvicorn_cli()
-new = sorted(set(sys.modules) - before)
-rows.append({"step": "(piagent's import guards)", "rss_kib": rss(), "modules": len(sys.modules), "new": new})
+deferred.defer_unused_modules()
+def loaded():
+    # A stand-in of piagent.deferred (no __spec__) is no module loaded: only its real import would be.
+    return {name for name, module in sys.modules.items() if module is None or vars(module).get("__spec__") is not None}
+rows.append({"step": "(piagent's import guards, logging)", "rss_kib": rss(), "modules": len(sys.modules),
+             "new": sorted(loaded() - before)})
 for name in json.loads(sys.argv[1]):
-    before = set(sys.modules)
+    before = loaded()
     importlib.import_module(name)
-    rows.append({"step": name, "rss_kib": rss(), "modules": len(sys.modules), "new": sorted(set(sys.modules) - before)})
+    rows.append({"step": name, "rss_kib": rss(), "modules": len(sys.modules), "new": sorted(loaded() - before)})
 print(json.dumps(rows))
 """
 

@@ -5,7 +5,7 @@ the request's task (tasks it starts copy it), and `RequestIdFilter` puts it on e
 with `request_tag` (` [request_id=...]` or nothing) for text formats. A ContextVar is the one module-level
 name here: it is a key, immutable; each request's value lives in that request's own context, so nothing is
 shared between requests or between two apps in one process. It sits here, not on an object the app factory
-builds, because the logging set-up (uvicorn's dictConfig) builds its filters by import path, before any app.
+builds, because the logging set-up (piagent.cli.configure_logging) makes its filter before any app exists.
 """
 
 from __future__ import annotations
