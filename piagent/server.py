@@ -15,6 +15,7 @@ STOPPING=1 when shutdown begins, and pings the watchdog from the event loop (pia
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import math
 import resource
@@ -115,6 +116,12 @@ class GracefulServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         """Run the lifespan and bind; then tell systemd piagent is ready, and start the watchdog pings."""
         await super().startup(sockets)
+        if self.started:
+            # What start-up built (modules, routes, agents) lives as long as the process: moved out of the cyclic
+            # collector's generations, so its full collections scan only what requests create. Here rather than
+            # in the app's lifespan: a host app serving piagent keeps its collector as it set it.
+            gc.collect()
+            gc.freeze()
         if self.started and self.notifier is not None:
             self.notifier.send(b"READY=1")
             if self.watchdog is not None:

@@ -84,6 +84,7 @@ _HEAD: Final = _State.HEAD
 _INFORMATIONAL: Final = _State.INFORMATIONAL
 _BODY: Final = _State.BODY
 _DONE: Final = _State.DONE
+_MAX_HEADS = 256  # post()'s kept request heads: a provider has a handful (one per upstream and path)
 _ENDED: Final = _State.ENDED
 
 
@@ -685,6 +686,8 @@ class HTTPToolsTransport(httpx.AsyncBaseTransport):
         head over `max_head_bytes` or with more than `max_headers` fields is a RemoteProtocolError."""
         limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=20)
         self._pool = _Pool(limits, max_head_bytes, max_headers)
+        # post()'s encoded request heads: (id(url), id(headers)) -> (url, headers, head, close, origin).
+        self._heads: dict[tuple[int, int], tuple[httpx.URL, httpx.Headers, bytes, bool, _Origin]] = {}
 
     @property
     def connections(self) -> int:
@@ -708,11 +711,42 @@ class HTTPToolsTransport(httpx.AsyncBaseTransport):
             stream = cast(httpx.AsyncByteStream, request.stream)
             body = b"".join([part async for part in stream])
         data, close = _encode(request, body)
-        head_request = request.method == "HEAD"
+        return await self._exchange((url.host, url.port or 80), data, request.method == "HEAD", close, timeouts)
+
+    async def post(
+        self, url: httpx.URL, headers: httpx.Headers, body: bytes, timeouts: Mapping[str, float | None]
+    ) -> httpx.Response:
+        """POST `body` with `headers` to `url`, as `handle_async_request` would, without building an httpx.Request.
+
+        The request's head (line, Host, the headers) is encoded once per (url, headers) pair and kept, with the
+        two objects, so their ids stay theirs: both must not be changed after a first use (piagent's providers
+        build them once). Only the Content-Length and the body are new for each request. `timeouts` is read as
+        a request's timeout extension is, its "read" entry when the body starts.
+        """
+        key = (id(url), id(headers))
+        kept = self._heads.get(key)
+        if kept is None:
+            if url.scheme != "http":
+                raise httpx.UnsupportedProtocol(f"this transport speaks plain http only, not {url.scheme!r}")
+            if len(self._heads) >= _MAX_HEADS:
+                self._heads.clear()
+            # Encoded by the same code as any request, with the headers httpx.Request would add (Host first).
+            probe = httpx.Request("POST", url, headers=headers, content=b"")
+            line, close = _encode(probe, b"")
+            head = line.replace(b"\r\nContent-Length: 0\r\n", b"\r\n", 1)[:-2]
+            kept = self._heads[key] = (url, headers, head, close, (url.host, url.port or 80))
+        _, _, head, close, origin = kept
+        data = b"%bContent-Length: %d\r\n\r\n%b" % (head, len(body), body)
+        return await self._exchange(origin, data, False, close, timeouts)
+
+    async def _exchange(
+        self, origin: _Origin, data: bytes, head_request: bool, close: bool, timeouts: Mapping[str, float | None]
+    ) -> httpx.Response:
+        """Send one encoded request on a pooled connection; the response once its headers are in."""
         write_timeout = timeouts.get("write")
         read_timeout = timeouts.get("read")
         pool = self._pool
-        conn, reused = await pool.acquire((url.host, url.port or 80), timeouts.get("pool"), timeouts.get("connect"))
+        conn, reused = await pool.acquire(origin, timeouts.get("pool"), timeouts.get("connect"))
         try:
             try:
                 await conn.send(data, head_request, close, write_timeout)

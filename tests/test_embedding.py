@@ -160,3 +160,34 @@ def test_the_embedding_recipe_works_under_each_host(
 def test_a_trailing_slash_is_served_not_redirected(client: httpx.Client) -> None:
     response = client.get("/health/", follow_redirects=False)
     assert (response.status_code, response.json()["status"]) == (200, "ok")
+
+
+def test_a_host_middleware_sees_every_body_write_of_a_streamed_reply(
+    make_settings: MakeSettings, fake_ollama: FakeModel
+) -> None:
+    # A streamed reply sends its body to the send piagent's app was given, past piagent's own middleware: a
+    # host's middleware around piagent must still see every message, and the client the whole reply.
+    seen: list[dict[str, Any]] = []
+
+    def counting(app: ASGIApp) -> ASGIApp:
+        async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+            async def counted(message: Any) -> None:
+                if scope["type"] == "http":
+                    seen.append(message)
+                await send(message)
+
+            await app(scope, receive, counted)
+
+        return wrapped
+
+    pi = create_app(make_settings())
+    host = Starlette(routes=[Mount("/pi", app=counting(pi))], lifespan=pi.router.lifespan_context)
+    fake_ollama.script = Script(tokens=["one", " two", " three"], delay=0.05)
+    with serve_in_thread(host) as url, httpx.Client(base_url=url) as client:
+        streamed = client.post("/pi/chat", json={"message": "hi", "stream": True})
+    assert streamed.text == "one two three"
+    assert streamed.headers["x-request-id"]  # the start went through piagent's middleware
+    bodies = [message for message in seen if message["type"] == "http.response.body"]
+    assert b"".join(message.get("body", b"") for message in bodies) == b"one two three"
+    assert len(bodies) >= 4  # three tokens apart, then the end
+    assert bodies[-1].get("more_body", False) is False

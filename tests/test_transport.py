@@ -534,3 +534,56 @@ def test_the_served_app_closes_its_upstream_connections_on_shutdown(
         assert fake_ollama.open_connections == 1
     assert fake_ollama.wait_for_open_connections(0, timeout=2)
     assert fake_ollama.connection_count == 1
+
+
+# ---------------------------------------------------------------------------------------------- post()
+
+
+async def test_post_sends_the_bytes_an_httpx_request_would_and_keeps_one_head_per_url_and_headers() -> None:
+    seen: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                int(v) for k, _, v in (line.partition(b":") for line in head.split(b"\r\n")) if k == b"Content-Length"
+            )
+            seen.append(head + await reader.readexactly(length))
+            writer.write(ok(b"{}"))
+            await writer.drain()
+
+    headers = httpx.Headers(
+        {"User-Agent": "piagent/test", "Content-Type": "application/json", "Authorization": "Bearer k"}
+    )
+    async with TinyServer(answer) as server, client_for() as (_, transport):
+        url = httpx.URL(f"{server.url}/api/chat")
+        for body in (b'{"a":1}', b'{"message":"' + "é".encode() * 300 + b'"}'):
+            request = httpx.Request("POST", url, content=body, headers=headers, extensions={"timeout": {"read": 5.0}})
+            await (await transport.handle_async_request(request)).aread()
+            response = await transport.post(url, headers, body, {"read": 5.0})
+            assert response.status_code == 200
+            assert await response.aread() == b"{}"
+        assert seen[0] == seen[1]  # byte for byte what an httpx.Request carries
+        assert seen[2] == seen[3]
+        assert server.connections == 1  # and on the same kept-alive connection
+        assert len(transport._heads) == 1
+        with pytest.raises(httpx.UnsupportedProtocol):
+            await transport.post(httpx.URL("https://127.0.0.1:1/x"), headers, b"", {})
+        with pytest.raises(httpx.LocalProtocolError):  # a header that would split the request, as ever
+            await transport.post(url, httpx.Headers({"X-Evil": "a\r\nX-Injected: 1"}), b"", {})
+        assert len(seen) == 4
+
+
+async def test_posts_kept_heads_are_bounded() -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        while True:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(ok(b""))
+            await writer.drain()
+
+    async with TinyServer(answer) as server, client_for() as (_, transport):
+        headers = httpx.Headers()
+        urls = [httpx.URL(f"{server.url}/{i}") for i in range(300)]
+        for url in urls:
+            await (await transport.post(url, headers, b"", {"read": 5.0})).aclose()
+        assert 0 < len(transport._heads) <= 256

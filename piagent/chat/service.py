@@ -338,7 +338,11 @@ class ChatService:
             *(turn_of(step, now) for step in steps),
             Turn(ASSISTANT, reply, now, interrupted),
         )
+        store, args = self.store, (chat.conversation_id, chat.owner, turns, chat.agent.max_turns, chat.agent.name)
+        if getattr(store, "never_waits", False) is True:  # nothing to shield: it cannot be interrupted
+            await store.append(*args)
+            return
         # Shielded: this also runs while the request is being cancelled (the client left), and a
         # cancelled await here would lose the exchange.
         with anyio.CancelScope(shield=True):
-            await self.store.append(chat.conversation_id, chat.owner, turns, chat.agent.max_turns, chat.agent.name)
+            await store.append(*args)

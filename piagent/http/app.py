@@ -38,7 +38,7 @@ from piagent.http.page import load_chat_page
 from piagent.http.ratelimit import RateLimitMiddleware, TokenBuckets
 from piagent.http.recent import RecentResult
 from piagent.http.requestids import RequestIdMiddleware
-from piagent.http.requests import STATE_KEY, DeepHealth, GenerationObserver, Runtime
+from piagent.http.requests import SERVER_SEND_KEY, STATE_KEY, DeepHealth, GenerationObserver, Runtime
 from piagent.http.routes import build_routes
 from piagent.providers.factory import ProviderSpec, build_providers, provider_specs
 from piagent.schemas import AgentInfo, AgentList
@@ -188,6 +188,14 @@ def _lifespan(
     return lifespan
 
 
+class PiagentApp(Starlette):
+    """Starlette, keeping the server's own `send` in the scope (SERVER_SEND_KEY) for streamed replies' bodies."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[SERVER_SEND_KEY] = send
+        await super().__call__(scope, receive, send)
+
+
 class TrailingSlash:
     """Serves `/health/` as `/health` instead of redirecting: a host may hand a mounted app its path with a
     slash added and no root path (Litestar does), and Starlette's redirect would then leave the mount."""
@@ -293,7 +301,7 @@ def create_app(
         middleware.append(Middleware(RateLimitMiddleware, buckets=TokenBuckets(settings.rate_limit)))
     chat_page = load_chat_page() if settings.chat_page else None
     home = State()
-    app = Starlette(
+    app = PiagentApp(
         routes=[*build_routes(chat_page), *([metrics.route()] if metrics is not None else [])],
         middleware=middleware,
         exception_handlers={

@@ -19,7 +19,7 @@ from piagent.exceptions import PiagentError, ShuttingDown
 from piagent.generations import GenerationLimiter
 from piagent.http.formats import StreamFormat
 from piagent.http.ready import WAITING, ReadySource
-from piagent.http.requests import ARRIVED_KEY, REQUEST_ID_KEY, get_runtime
+from piagent.http.requests import ARRIVED_KEY, REQUEST_ID_KEY, SERVER_SEND_KEY, get_runtime
 from piagent.schemas import ChatResponse, QueuedEvent, ToolCall, ToolCallEvent, ToolResultEvent
 
 logger = logging.getLogger("piagent.http.streaming")
@@ -183,6 +183,9 @@ class ReplyStream:
         complete = relayed = False
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self._headers})
+            # The start went through every middleware; the body goes to the server's own send (they act on
+            # the start only), which saves a coroutine per middleware on every write of a trickle.
+            send = scope.get(SERVER_SEND_KEY, send)
             cancel = anyio.CancelScope()
             watcher = _watch(receive, cancel)
             try:

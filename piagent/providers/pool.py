@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import cast
 
 import httpx
 
@@ -34,20 +35,29 @@ class Upstream:
 
 
 async def _post(
-    client: httpx.AsyncClient, url: httpx.URL, content: bytes, headers: httpx.Headers, waits: httpx.Timeout
+    client: httpx.AsyncClient,
+    url: httpx.URL,
+    content: bytes,
+    headers: httpx.Headers,
+    timeouts: dict[str, float | None],
 ) -> httpx.Response:
     """POST through the client's own transport, doing of `client.send` only what piagent's requests need.
 
     httpx's client layer cost about a fifth of a short request's CPU here: request building and header
     merging (`headers` already hold the client's defaults, see `request_headers`), auth and redirect
     wrappers and event hooks (piagent uses none), and the cookie jar, which builds a urllib Request for
-    every response (a model server sets no cookie piagent would send back). What stays: httpx's request,
-    response and exception types, the timeouts (as the request's extension, where transports read them),
-    and the transport the client would choose (piagent's own, or httpx's for https).
+    every response (a model server sets no cookie piagent would send back). What stays: httpx's response
+    and exception types, the timeouts (the request's extension, where transports read them), and the
+    transport the client would choose. piagent's own transport takes the request without an httpx.Request
+    at all (its head encoded once per upstream and path); any other (httpx's, for https) gets one.
     """
-    request = httpx.Request("POST", url, content=content, headers=headers, extensions={"timeout": waits.as_dict()})
+    transport = client._transport_for_url(url)
+    post = getattr(transport, "post", None)  # piagent's transport (not imported here: httptools may be missing)
+    if post is not None:
+        return cast(httpx.Response, await post(url, headers, content, timeouts))
+    request = httpx.Request("POST", url, content=content, headers=headers, extensions={"timeout": timeouts})
     try:
-        response = await client._transport_for_url(url).handle_async_request(request)
+        response = await transport.handle_async_request(request)
     except httpx.RequestError as exc:
         exc.request = request  # as httpx's client does, so the error knows its request
         raise
@@ -143,8 +153,10 @@ class UpstreamPool:
         waits = timeouts.head if timeouts is not None else client.timeout
         for upstream in self.candidates():
             upstream.in_flight += 1
+            # The timeouts as a request's extension: a dict of its own, which the transport reads from.
+            extension = waits.as_dict()
             try:
-                response = await _post(client, upstream.url_for(path), content, headers, waits)
+                response = await _post(client, upstream.url_for(path), content, headers, extension)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 upstream.in_flight -= 1
                 self.mark_down(upstream)
@@ -167,7 +179,7 @@ class UpstreamPool:
             if timeouts is not None:
                 # The head is in: from now on the longest silence allowed is the idle timeout. The transport
                 # looks this value up once when the body starts, so this one write covers every read.
-                response.request.extensions["timeout"]["read"] = timeouts.idle
+                extension["read"] = timeouts.idle
             try:
                 yield upstream, response
             except UpstreamError as exc:  # the caller's error status, broken line or early end: this upstream's

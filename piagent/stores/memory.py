@@ -45,6 +45,9 @@ class InMemoryStore:
     """
 
     name = "memory"
+    # Every method runs to its end without awaiting, so a cancellation can never interrupt one: the chat service
+    # needs no shield (an anyio cancel scope, per stored exchange) around its writes here.
+    never_waits = True
 
     def __init__(
         self,
