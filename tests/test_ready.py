@@ -7,7 +7,7 @@ from collections.abc import AsyncGenerator
 
 import pytest
 
-from piagent.http.ready import WAITING, ReadySource
+from piagent.ready import WAITING, ReadySource
 
 
 async def _source(gate: asyncio.Event, log: list[str]) -> AsyncGenerator[str, None]:

@@ -339,7 +339,7 @@ class ChatService:
             Turn(ASSISTANT, reply, now, interrupted),
         )
         store, args = self.store, (chat.conversation_id, chat.owner, turns, chat.agent.max_turns, chat.agent.name)
-        if getattr(store, "never_waits", False) is True:  # nothing to shield: it cannot be interrupted
+        if getattr(store, "never_waits", False) is True:  # it cannot be interrupted: nothing to shield
             await store.append(*args)
             return
         # Shielded: this also runs while the request is being cancelled (the client left), and a

@@ -18,8 +18,8 @@ from piagent.chat import ChatItem, ChatService, PreparedChat
 from piagent.exceptions import PiagentError, ShuttingDown
 from piagent.generations import GenerationLimiter
 from piagent.http.formats import StreamFormat
-from piagent.http.ready import WAITING, ReadySource
 from piagent.http.requests import ARRIVED_KEY, REQUEST_ID_KEY, SERVER_SEND_KEY, get_runtime
+from piagent.ready import WAITING, ReadySource
 from piagent.schemas import ChatResponse, QueuedEvent, ToolCall, ToolCallEvent, ToolResultEvent
 
 logger = logging.getLogger("piagent.http.streaming")
@@ -201,9 +201,11 @@ class ReplyStream:
             finally:
                 watcher.cancel()
         finally:
-            # Closing the reply closes the upstream request, stores the partial reply and frees the slot.
-            with anyio.CancelScope(shield=True):
-                await self._replies.aclose()
+            # Closing the reply closes the upstream request, stores the partial reply and frees the slot; a reply
+            # read to its end (the relay reads past the ChatResponse) has nothing left to close or to shield.
+            if getattr(self._replies, "ag_frame", True) is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._replies.aclose()
         if not relayed and limiter is not None and limiter.halted:
             logger.warning("reply in %s ended by the shutdown", self._label)
             complete = await self._send_error(_halted_error(), send)
@@ -258,6 +260,7 @@ class ReplyStream:
                         size = 0
             if type(item) is ChatResponse:
                 self._final = item
+                await self._read_end(source)
             if fmt.done is not None:
                 # The format's start goes with the first event, which is this one for a reply with no text.
                 parts.append(start + fmt.done(item))
@@ -286,6 +289,18 @@ class ReplyStream:
             if type(item) is QueuedEvent:
                 parts.append(self._other(item))
         return item
+
+    @staticmethod
+    async def _read_end(source: ReadySource[ChatItem]) -> None:
+        """Read the reply past its ChatResponse to its end: what is left there (freeing the slot) runs now, under
+        the relay's watch like every other step, and the finished generator then needs no closing."""
+        try:
+            rest = source.ready()
+            if rest is WAITING:
+                rest = await source.wait()
+        except StopAsyncIteration:
+            return
+        raise AssertionError(f"the reply went on after its ChatResponse with a {type(rest).__name__}")
 
     def _other(self, item: ChatItem) -> bytes:
         """A client's tool call, a step of the agent's tool loop or the queue's news, in the format (or nothing)."""

@@ -90,7 +90,11 @@ def preview_of(turns: Sequence[Turn]) -> str:
 
 
 class MemoryStore(Protocol):
-    """Where conversations live between requests; every failure to reach it is `StoreUnavailable`."""
+    """Where conversations live between requests; every failure to reach it is `StoreUnavailable`.
+
+    A store may also set `never_waits = True` when none of its methods ever awaits (the in-process store): the
+    chat service then writes without a cancellation shield, which such a write cannot need.
+    """
 
     name: str
 
