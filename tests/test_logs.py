@@ -14,9 +14,12 @@ import msgspec
 import pytest
 
 from bench.fakemodel import FakeModel, Script
+from piagent import create_app
 from piagent.logs import JsonFormatter
-from tests.servers import free_port, start_piagent, wait_until_serving
+from tests.conftest import MakeSettings
+from tests.servers import free_port, serve_app, start_piagent, wait_until_serving
 from tests.test_cli import base_env
+from tests.test_error_bodies import BrokenTransport
 
 KEY = "alpha-0123456789-abcdefghij"
 GENERATED = re.compile(r"[0-9a-f]{16}")
@@ -149,3 +152,15 @@ def test_a_warning_logged_while_serving_a_request_carries_its_id(
         assert GENERATED.fullmatch(accesses[1].rpartition("[request_id=")[2].rstrip("]"))
         assert "Application startup complete." in output
         assert not any("request_id" in line for line in output.splitlines() if "startup complete" in line)
+
+
+def test_the_access_line_of_an_unexpected_failure_says_500(
+    make_settings: MakeSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Starlette's outermost middleware sends the 500 after the access line is written: the line says what it sends.
+    app = create_app(make_settings(access_log=True, log_format="json"), transport=BrokenTransport())
+    with caplog.at_level(logging.INFO, logger="piagent.access"), serve_app(app) as served:
+        reply = httpx.post(f"{served.url}/chat", json={"message": "hi"}, headers={"X-Request-Id": "trace-500"})
+    assert reply.status_code == 500
+    lines = [record for record in caplog.records if getattr(record, "request_id", None) == "trace-500"]
+    assert [(record.name, getattr(record, "status", None)) for record in lines] == [("piagent.access", 500)]

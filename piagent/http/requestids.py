@@ -57,6 +57,10 @@ class RequestIdMiddleware:
         started = scope[ARRIVED_KEY] = time.perf_counter()
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Starlette's outermost middleware answers it with a 500 after this line is written.
+            status = status or 500
+            raise
         finally:
             REQUEST_ID.reset(token)
             if self.access_log:
