@@ -202,7 +202,7 @@ field() {
     "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]], end="")' "$1"
 }
 
-# Installs piagent into a fresh venv in the root; sets `install_seconds`, `missing` and `findings`.
+# Installs piagent into a fresh venv in the root; sets `install_seconds`, `build_seconds`, `missing`, `findings`.
 install() {
     local arch=$1 root=$CACHE/$1 requirement name start log=$tmp/$1.pip.log
     rm -rf "${root:?}$WORK"
@@ -258,6 +258,7 @@ $(in_root "$root" "$WORK/venv/bin/pip" -V | cut -d' ' -f1-2))"
             "$requirement" >"$tmp/build-$name.log" 2>&1; then
             seconds=$(since "$start")
             findings+=("$name: no $arch wheel on PyPI; built from source in $seconds s (under emulation)")
+            build_seconds=$(awk -v a="$build_seconds" -v b="$seconds" 'BEGIN { printf "%.1f", a + b }')
         else
             seconds=$(since "$start")
             failed+=("$name")
@@ -283,9 +284,9 @@ $(grep -m1 -i 'error' "$tmp/build-$name.log" || tail -n1 "$tmp/build-$name.log")
         tail -n 20 "$log" >&2
         return 1
     fi
-    install_seconds="$(since "$start") (the rest, after the builds)"
+    install_seconds=$(since "$start")
     grep -o '[^ /]*\.whl' "$log" | sort -u | sed 's/^/  downloaded /'
-    say "installed in $install_seconds s"
+    say "installed the rest in $install_seconds s, after $build_seconds s of source builds"
 }
 
 # Starts piagent, chats through it, stops it; sets `startup_seconds` and `rss`. The arguments: a label, where it
@@ -365,7 +366,7 @@ for arch in "${arches[@]}"; do
     say "root: $CACHE/$arch, $(in_root "$CACHE/$arch" dpkg --print-architecture), \
 uname -m $(in_root "$CACHE/$arch" uname -m), $(in_root "$CACHE/$arch" python3 -V)"
     findings=()
-    install_seconds="" startup_seconds="" rss="" piagent_pid=""
+    install_seconds="" build_seconds=0 startup_seconds="" rss="" piagent_pid=""
     result=0
     install "$arch" || result=$?
     if [ "$result" -eq 0 ]; then
@@ -376,7 +377,11 @@ uname -m $(in_root "$CACHE/$arch" uname -m), $(in_root "$CACHE/$arch" python3 -V
             "$WORK/prompts" chroot "$CACHE/$arch" /usr/bin/env -i -- "$WORK/venv/bin/piagent" || result=1
     fi
     case $result in
-        0) verdict="PASS: install $install_seconds s, first /health 200 after $startup_seconds s, idle RSS $rss" ;;
+        0)
+            verdict="PASS: install $install_seconds s"
+            [ "$build_seconds" = 0 ] || verdict="$verdict (after $build_seconds s of source builds)"
+            verdict="$verdict, first /health 200 after $startup_seconds s, idle RSS $rss"
+            ;;
         2) verdict="NOT INSTALLABLE from PyPI (a finding, not a failure)" ;;
         *) verdict="FAIL"; failures=$((failures + 1)) ;;
     esac
