@@ -164,6 +164,7 @@ class ReplyStream:
         self._on_end = on_end
         self._final: ChatResponse | None = None
         self._first_sent: float | None = None
+        self._first_out = False  # the first item (a token) went out with the start, before the relay began
         self._replies = replies
         self._format = stream_format
         self._label = f"conversation {conversation_id}" if conversation_id else "a stateless chat"
@@ -186,6 +187,10 @@ class ReplyStream:
             # The start went through every middleware; the body goes to the server's own send (they act on
             # the start only), which saves a coroutine per middleware on every write of a trickle.
             send = scope.get(SERVER_SEND_KEY, send)
+            if type(self._first) is str:  # the first token leaves now, before the watch below is set up
+                body = self._format.start + self._format.token(self._first)
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+                self._first_out = True
             cancel = anyio.CancelScope()
             watcher = _watch(receive, cancel)
             try:
@@ -231,9 +236,10 @@ class ReplyStream:
                 item = await self._wait_in_queue(send, source, item)
                 start = b""
             if type(item) is not ChatResponse:
-                parts.append(start + (token(item) if type(item) is str else self._other(item)))
+                if not self._first_out:
+                    parts.append(start + (token(item) if type(item) is str else self._other(item)))
+                    await _flush(send, parts)
                 start = b""
-                await _flush(send, parts)
                 if self._on_end is not None and type(self._first) is QueuedEvent:
                     self._first_sent = time.perf_counter()
                 size = 0
