@@ -30,8 +30,8 @@ from piagent.http.openapi import JSON, NDJSON, OLLAMA_BODY_ERRORS, UPSTREAM_ERRO
 from piagent.http.requests import decode_body, get_runtime, owner_of, read_json_body
 from piagent.http.responses import ENCODER, JSONResponse
 from piagent.http.streaming import ReplyStream, reply
-from piagent.http.tooling import CallNames, check_depth, check_tool_count
-from piagent.providers.base import Message, OutputFormat, ToolCall, Tools, ToolSpec, new_call_id
+from piagent.http.tooling import CallNames, check_depth, offered_specs
+from piagent.providers.base import Message, OutputFormat, ToolCall, Tools, new_call_id
 from piagent.schemas import ChatOptions, ChatResponse, Timings
 from piagent.settings import Settings
 
@@ -91,14 +91,8 @@ def to_tools(request: OllamaChatRequest, settings: Settings) -> Tools | None:
     `tool_choice`, so the model chooses."""
     if not request.tools:
         return None
-    check_tool_count(len(request.tools), settings.max_tools, "$.tools")
-    specs = []
-    for index, tool in enumerate(request.tools):
-        function = tool.function
-        if function.parameters is not None:
-            check_depth(function.parameters, settings.max_schema_depth, f"$.tools[{index}].function.parameters")
-        specs.append(ToolSpec(function.name, function.description, function.parameters, function.strict))
-    return Tools(tuple(specs))
+    specs = offered_specs(request.tools, settings.max_tools, settings.max_schema_depth)
+    return Tools(specs)
 
 
 def to_output(request: OllamaChatRequest | OllamaGenerateRequest, max_depth: int) -> OutputFormat | None:

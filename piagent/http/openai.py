@@ -40,8 +40,8 @@ from piagent.http.openapi import BODY_ERRORS, JSON, SSE, UPSTREAM_ERRORS, Body, 
 from piagent.http.requests import decode_body, get_runtime, owner_of, read_json_body
 from piagent.http.responses import ENCODER, JSONResponse, openai_error
 from piagent.http.streaming import ReplyStream, reply
-from piagent.http.tooling import CallNames, check_depth, check_tool_count
-from piagent.providers.base import Message, OutputFormat, ToolCall, Tools, ToolSpec
+from piagent.http.tooling import CallNames, check_depth, offered_specs
+from piagent.providers.base import Message, OutputFormat, ToolCall, Tools
 from piagent.schemas import ChatOptions, ChatResponse
 from piagent.settings import Settings
 
@@ -117,20 +117,14 @@ def to_tools(request: ChatCompletionRequest, settings: Settings) -> Tools | None
     `tool_choice`; None when it offers none."""
     if not request.tools:
         return None
-    check_tool_count(len(request.tools), settings.max_tools, "$.tools")
-    specs = []
-    for index, tool in enumerate(request.tools):
-        function = tool.function
-        if function.parameters is not None:
-            check_depth(function.parameters, settings.max_schema_depth, f"$.tools[{index}].function.parameters")
-        specs.append(ToolSpec(function.name, function.description, function.parameters, function.strict))
+    specs = offered_specs(request.tools, settings.max_tools, settings.max_schema_depth)
     choice = request.tool_choice
     if choice is None or isinstance(choice, str):
-        return Tools(tuple(specs), choice or "auto", "", request.parallel_tool_calls)
+        return Tools(specs, choice or "auto", "", request.parallel_tool_calls)
     name = choice.function.name
     if name not in {spec.name for spec in specs}:
         raise ValidationFailed(f"tool_choice names {clip(name)}, which is not in tools", "$.tool_choice.function.name")
-    return Tools(tuple(specs), "function", name, request.parallel_tool_calls)
+    return Tools(specs, "function", name, request.parallel_tool_calls)
 
 
 def to_output(request: ChatCompletionRequest, max_depth: int) -> OutputFormat | None:

@@ -3,10 +3,27 @@ bookkeeping that pairs tool results with the calls they answer across the two pr
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from piagent.exceptions import ValidationFailed
-from piagent.providers.base import ToolCall, new_call_id
+from piagent.providers.base import ToolCall, ToolSpec, new_call_id
+
+
+class _Function(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def parameters(self) -> dict[str, Any] | None: ...
+    @property
+    def strict(self) -> bool | None: ...
+
+
+class _OfferedTool(Protocol):
+    @property
+    def function(self) -> _Function: ...
 
 
 def check_depth(value: Any, max_depth: int, path: str) -> None:
@@ -23,10 +40,18 @@ def check_depth(value: Any, max_depth: int, path: str) -> None:
             stack.extend((child, depth + 1) for child in item)
 
 
-def check_tool_count(count: int, max_tools: int, path: str) -> None:
-    """422 naming `path` when a request offers more tools than PIAGENT_MAX_TOOLS."""
-    if count > max_tools:
-        raise ValidationFailed.over_limit("the number of tools", count, max_tools, path)
+def offered_specs(tools: Sequence[_OfferedTool], max_tools: int, max_depth: int) -> tuple[ToolSpec, ...]:
+    """The specs of the tools a client offers (`$.tools`, in either door's shape), with 422s past PIAGENT_MAX_TOOLS
+    tools or PIAGENT_MAX_SCHEMA_DEPTH levels of a tool's parameters."""
+    if len(tools) > max_tools:
+        raise ValidationFailed.over_limit("the number of tools", len(tools), max_tools, "$.tools")
+    specs = []
+    for index, tool in enumerate(tools):
+        function = tool.function
+        if function.parameters is not None:
+            check_depth(function.parameters, max_depth, f"$.tools[{index}].function.parameters")
+        specs.append(ToolSpec(function.name, function.description, function.parameters, function.strict))
+    return tuple(specs)
 
 
 class CallNames:
